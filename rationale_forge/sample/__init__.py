@@ -1,0 +1,1 @@
+"""The built-in sample corpus (see :mod:`rationale_forge.sample.make`)."""
