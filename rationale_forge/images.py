@@ -17,6 +17,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 #: Default ceiling on width * height; larger images are refused before their pixels are decoded.
 DEFAULT_MAX_PIXELS = 64_000_000
 
+# Our own ``max_pixels`` check below is the guard; Pillow's warning for large images would
+# only add noise. (Pillow still refuses images above twice its own limit, ~179 MP.)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 class ImageError(Exception):
     """An image that cannot be used; ``kind`` is a short cause code counted in summaries."""
@@ -42,16 +46,14 @@ def image_id(data: bytes) -> str:
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageError("empty", "zero-byte file")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError("too_large", f"decompression bomb guard: {exc}") from exc
-        except UnidentifiedImageError as exc:
-            raise ImageError("undecodable", "not a recognised image format") from exc
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageError("undecodable", f"cannot read image header: {exc}") from exc
+    try:
+        img = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError as exc:
+        raise ImageError("too_large", f"decompression bomb guard: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("undecodable", "not a recognised image format") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError("undecodable", f"cannot read image header: {exc}") from exc
     w, h = img.size
     if w <= 0 or h <= 0:
         raise ImageError("undecodable", f"invalid dimensions {w}x{h}")
@@ -60,6 +62,12 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             "too_large", f"{w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}"
         )
     return img
+
+
+def _decode_error(exc: Exception) -> ImageError:
+    """The :class:`ImageError` for a failure while decoding pixels (same kind everywhere)."""
+    truncated = isinstance(exc, OSError) and "truncated" in str(exc).lower()
+    return ImageError("truncated" if truncated else "undecodable", f"cannot decode pixels: {exc}")
 
 
 def _orientation_swaps_axes(img: Image.Image) -> bool:
@@ -80,11 +88,8 @@ def inspect(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     swap = _orientation_swaps_axes(img)
     try:
         img.load()
-    except OSError as exc:
-        kind = "truncated" if "truncated" in str(exc).lower() else "undecodable"
-        raise ImageError(kind, f"cannot decode pixels: {exc}") from exc
-    except (SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError("undecodable", f"cannot decode pixels: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise _decode_error(exc) from exc
     w, h = img.size
     if swap:
         w, h = h, w
@@ -100,9 +105,15 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255))
         import numpy as np
 
         arr = np.asarray(img, dtype=np.float64)
-        hi = float(arr.max()) if arr.size else 0.0
-        scale = 255.0 / (65535.0 if hi > 255 else 255.0)
-        return Image.fromarray((arr * scale).clip(0, 255).astype("uint8"), "L").convert("RGB")
+        if img.mode == "I":
+            # 32-bit ints hold either 16-bit samples or 8-bit ones converted up: guess.
+            hi = float(arr.max()) if arr.size else 0.0
+            full = 65535.0 if hi > 255 else 255.0
+        else:
+            # I;16*: always 16-bit samples; a dark image must not be read as 8-bit.
+            full = 65535.0
+        out = np.rint(arr * (255.0 / full)).clip(0, 255).astype("uint8")
+        return Image.fromarray(out, "L").convert("RGB")
     if img.mode == "F":
         import numpy as np
 
@@ -127,8 +138,8 @@ def open_rgb(
     try:
         img = ImageOps.exif_transpose(img)
         img = to_rgb(img)
-    except OSError as exc:
-        raise ImageError("undecodable", f"cannot decode pixels: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise _decode_error(exc) from exc
     if max_side and max(img.size) > max_side:
         img = img.copy()
         img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
