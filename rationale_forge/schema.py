@@ -44,10 +44,44 @@ INGEST_FEATURES = Features(
 INGEST_SCHEMA: pa.Schema = INGEST_FEATURES.arrow_schema
 
 
-def empty_row(**values: object) -> dict:
-    """A row of the ingest schema with every column present (missing ones null)."""
-    row: dict = dict.fromkeys(INGEST_SCHEMA.names)
-    row["captions"] = []
-    row["objects"] = []
+#: Columns that ``forge generate`` adds: the rationale object (one column per field, named
+#: as in :mod:`rationale_forge.rationale`) and how it was made.
+GENERATION_FEATURES = Features(
+    {
+        "rationale": Value("string"),
+        "layout": Value("string"),
+        "style": Value("string"),
+        "composition": Value("string"),
+        "short_caption": Value("string"),
+        "paraphrases": List(Value("string")),
+        "tags": List(Value("string")),
+        "object_prompts": List(Value("string")),
+        "varied_captions": List(Value("string")),
+        "step_by_step": Value("string"),
+        "object_centric": List(Value("string")),
+        "region_descriptions": List(Value("string")),
+        "backend": Value("string"),
+        "model": Value("string"),
+        "prompt_hash": Value("string"),  # content hash of the prompt template
+        "request_key": Value("string"),  # content key of the request (the cache key)
+        "finish_reason": Value("string"),
+        "repaired": Value("bool"),  # the answer needed JSON repair to parse
+        "raw_answer": Value("string"),  # kept only when the answer could not be used
+        "prompt_tokens": Value("int32"),
+        "completion_tokens": Value("int32"),
+        "attempts": Value("int32"),
+        "latency_s": Value("float32"),
+    }
+)
+
+GENERATE_FEATURES = Features({**INGEST_FEATURES, **GENERATION_FEATURES})
+GENERATE_SCHEMA: pa.Schema = GENERATE_FEATURES.arrow_schema
+
+_LIST_COLUMNS = {name for name, f in GENERATE_FEATURES.items() if isinstance(f, List)}
+
+
+def empty_row(schema: pa.Schema = INGEST_SCHEMA, **values: object) -> dict:
+    """A row of ``schema`` with every column present: lists empty, the rest null."""
+    row: dict = {name: [] if name in _LIST_COLUMNS else None for name in schema.names}
     row.update(values)
     return row

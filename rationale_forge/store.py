@@ -24,6 +24,7 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SHARD_RE = re.compile(r"^part-(\d{5,})\.parquet$")
@@ -101,6 +102,29 @@ class RunDir:
         manifest["updated_at"] = now()
         self.write_manifest(manifest)
         return manifest
+
+    def drop_rows(self, predicate, subdir: str = "data") -> int:
+        """Rewrite (atomically, shard by shard) every shard holding rows for which
+        ``predicate(table)`` (a boolean array) is true, without those rows; returns the
+        number of rows removed. Shards left empty are deleted."""
+        removed = 0
+        for shard in self.shards(subdir):
+            with self.fs.open(shard, "rb") as f:
+                table = pq.read_table(f)
+            mask = pc.fill_null(predicate(table), False)
+            n = pc.sum(mask).as_py() or 0
+            if not n:
+                continue
+            removed += n
+            kept = table.filter(pc.invert(mask))
+            if kept.num_rows == 0:
+                self.fs.rm(shard)
+                continue
+            tmp = posixpath.join(posixpath.dirname(shard), f".tmp-rewrite-{uuid.uuid4().hex}")
+            with self.fs.open(tmp, "wb") as f:
+                pq.write_table(kept, f, compression="zstd")
+            self.fs.mv(tmp, shard)
+        return removed
 
     def remove(self) -> None:
         if self.exists():

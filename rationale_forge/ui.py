@@ -21,27 +21,42 @@ T = TypeVar("T")
 console = Console(stderr=True)
 
 
+class ProgressBar:
+    """A progress bar (count, elapsed, ETA) on stderr; ``advance()`` from the loop's thread."""
+
+    def __init__(self, total: int | None, description: str, enabled: bool = True):
+        self.enabled = enabled
+        columns = [
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+        ]
+        self._progress = Progress(*columns, console=console, disable=not enabled)
+        self._task = self._progress.add_task(description, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        self._progress.advance(self._task, n)
+
+    def __enter__(self) -> ProgressBar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
 def track(
     items: Iterable[T], total: int | None, description: str, enabled: bool = True
 ) -> Iterator[T]:
-    """Iterate with a progress bar (count, rate, ETA) on stderr."""
-    if not enabled:
-        yield from items
-        return
-    columns = [
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task(description, total=total)
+    """Iterate with a progress bar on stderr."""
+    with ProgressBar(total, description, enabled) as bar:
         for item in items:
             yield item
-            progress.advance(task)
+            bar.advance()
 
 
 def summary_table(title: str, rows: list[tuple[str, Any]]) -> Table:

@@ -20,16 +20,11 @@ from typing import Any
 import fsspec
 import httpx
 
+from ..paths import cache_dir
 from .base import Flag, Source, SourceError, SourceItem
 from .files import USER_AGENT, path_reader, url_reader
 
 DEFAULT_BASE_URL = "http://images.cocodataset.org"
-
-
-def cache_dir() -> Path:
-    """Where downloads are kept: ``$FORGE_CACHE_DIR`` or ``~/.cache/rationale-forge``."""
-    root = os.environ.get("FORGE_CACHE_DIR") or Path.home() / ".cache" / "rationale-forge"
-    return Path(root)
 
 
 def _join(root: str, *parts: str) -> str:

@@ -1,0 +1,1 @@
+"""Prompt templates, installed as ``rationale_forge.prompts`` (see pyproject.toml)."""

@@ -1,0 +1,1 @@
+"""Vision-language model backends behind one interface."""

@@ -1,0 +1,243 @@
+"""Any OpenAI-compatible chat-completions server: OpenAI, vLLM, SGLang, ...
+
+Retries 429, 5xx, timeouts and connection errors with exponential backoff and full jitter,
+honouring ``Retry-After``; optional client-side requests/min and tokens/min limits;
+structured output through ``response_format`` (JSON Schema) where the server supports it,
+otherwise the answer is parsed and repaired downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+from aiolimiter import AsyncLimiter
+
+from ..rationale import json_schema
+from .base import VLMRequest, VLMResult
+from .errors import MissingAPIKeyError
+
+log = logging.getLogger(__name__)
+
+#: Rough token cost of one image for the client-side --tpm limiter (servers differ).
+IMAGE_TOKEN_ESTIMATE = 800
+
+
+@dataclass
+class OpenAIConfig:
+    model: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 16
+    timeout: float = 120.0
+    max_retries: int = 6
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    rpm: int | None = None
+    tpm: int | None = None
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 1500
+    structured: str = "auto"  # auto: try response_format, fall back if the server refuses it
+
+
+def retry_after_seconds(headers: httpx.Headers | None) -> float | None:
+    """Seconds the server asked us to wait: ``Retry-After`` (seconds or an HTTP date) or
+    ``retry-after-ms``."""
+    if not headers:
+        return None
+    if headers.get("retry-after-ms"):
+        try:
+            return float(headers["retry-after-ms"]) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(self, config: OpenAIConfig):
+        self.config = config
+        self.model = config.model
+        key = os.environ.get(config.api_key_env)
+        if not key:
+            if config.base_url is None:
+                raise MissingAPIKeyError(
+                    f"no API key: set the environment variable {config.api_key_env} "
+                    f"(or name another with --api-key-env), or pass --base-url for a server "
+                    f"that needs none"
+                )
+            key = "EMPTY"  # local servers (vLLM, SGLang) accept any key
+        limits = httpx.Limits(
+            max_connections=config.concurrency, max_keepalive_connections=config.concurrency
+        )
+        self.client = openai.AsyncOpenAI(
+            api_key=key,
+            base_url=config.base_url,
+            max_retries=0,
+            timeout=config.timeout,
+            http_client=httpx.AsyncClient(limits=limits, timeout=config.timeout),
+        )
+        self.structured = config.structured != "off"
+        self._rpm = AsyncLimiter(config.rpm, 60) if config.rpm else None
+        self._tpm = AsyncLimiter(config.tpm, 60) if config.tpm else None
+
+    def params(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "temperature": c.temperature,
+            "top_p": c.top_p,
+            "max_tokens": c.max_tokens,
+            "structured": c.structured,
+        }
+
+    def _messages(self, request: VLMRequest) -> list[dict[str, Any]]:
+        data = base64.b64encode(request.image).decode()
+        return [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": request.prompt},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": f"data:{request.image_mime};base64,{data}"},
+                    },
+                ],
+            }
+        ]
+
+    def _backoff(self, attempt: int, server_wait: float | None) -> float:
+        if server_wait is not None:
+            return min(server_wait, self.config.backoff_max) + random.uniform(0, 0.1)
+        ceiling = min(self.config.backoff_max, self.config.backoff_base * 2**attempt)
+        return random.uniform(ceiling / 2, ceiling)  # exponential backoff with jitter
+
+    async def _throttle(self, request: VLMRequest) -> None:
+        if self._rpm:
+            await self._rpm.acquire()
+        if self._tpm:
+            estimate = len(request.prompt) // 4 + IMAGE_TOKEN_ESTIMATE + self.config.max_tokens
+            await self._tpm.acquire(min(estimate, self.config.tpm))
+
+    async def complete(self, request: VLMRequest) -> VLMResult:
+        started = time.perf_counter()
+        messages = self._messages(request)  # encoded once, reused by every attempt
+        attempt = 0
+        last_error = "no attempt made"
+        while True:
+            attempt += 1
+            await self._throttle(request)
+            kwargs: dict[str, Any] = dict(
+                model=self.model,
+                messages=messages,
+                temperature=self.config.temperature,
+                top_p=self.config.top_p,
+                max_tokens=self.config.max_tokens,
+            )
+            if self.structured:
+                kwargs["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "rationale", "schema": json_schema(), "strict": True},
+                }
+            try:
+                response = await self.client.chat.completions.create(**kwargs)
+            except openai.BadRequestError as exc:
+                if (
+                    self.structured
+                    and self.config.structured == "auto"
+                    and _mentions_response_format(exc)
+                ):
+                    log.warning("server refused response_format; parsing plain answers instead")
+                    self.structured = False
+                    attempt -= 1  # not the request's fault
+                    continue
+                return self._failed(request, attempt, started, f"HTTP 400: {_short(exc)}")
+            except (
+                openai.RateLimitError,
+                openai.InternalServerError,
+                openai.APIStatusError,
+                openai.APITimeoutError,
+                openai.APIConnectionError,
+            ) as exc:
+                status = getattr(exc, "status_code", None)
+                retriable = status is None or status == 429 or status >= 500 or status == 408
+                last_error = (
+                    f"HTTP {status}: {_short(exc)}"
+                    if status
+                    else f"{type(exc).__name__}: {_short(exc)}"
+                )
+                if not retriable or attempt > self.config.max_retries:
+                    return self._failed(request, attempt, started, last_error)
+                response_headers = getattr(getattr(exc, "response", None), "headers", None)
+                await asyncio.sleep(
+                    self._backoff(attempt - 1, retry_after_seconds(response_headers))
+                )
+                continue
+            return self._result(request, response, attempt, started)
+
+    def _failed(self, request: VLMRequest, attempts: int, started: float, error: str) -> VLMResult:
+        return VLMResult(
+            key=request.key,
+            error_kind="request_failed",
+            error=f"after {attempts} attempt(s): {error}",
+            attempts=attempts,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _result(
+        self, request: VLMRequest, response: Any, attempts: int, started: float
+    ) -> VLMResult:
+        result = VLMResult(
+            key=request.key, attempts=attempts, seconds=time.perf_counter() - started
+        )
+        if response.usage is not None:
+            result.prompt_tokens = response.usage.prompt_tokens or 0
+            result.completion_tokens = response.usage.completion_tokens or 0
+        if not response.choices:
+            result.error_kind, result.error = "request_failed", "the server returned no choice"
+            return result
+        choice = response.choices[0]
+        result.finish_reason = choice.finish_reason
+        result.text = choice.message.content
+        result.refusal = getattr(choice.message, "refusal", None)
+        if result.refusal:
+            result.error_kind, result.error = "refusal", f"refused: {result.refusal[:200]}"
+        elif choice.finish_reason == "length":
+            result.error_kind = "length"
+            result.error = (
+                f"the answer was cut off at {result.completion_tokens} tokens (raise --max-tokens)"
+            )
+        elif choice.finish_reason == "content_filter":
+            result.error_kind = "content_filter"
+            result.error = "the server's content filter withheld the answer"
+        return result
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def _mentions_response_format(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(w in text for w in ("response_format", "json_schema", "structured", "guided"))
+
+
+def _short(exc: Exception, limit: int = 300) -> str:
+    text = str(exc).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."
