@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -47,13 +48,23 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):
     assert result.exit_code == 2 and "choose one of" in result.output
 
 
-def test_console_script_demo_runs_on_the_built_in_sample(tmp_path):
+def test_console_script_demo_runs_offline_with_the_tiny_fallback(tmp_path):
+    env = {
+        **os.environ,
+        "FORGE_CACHE_DIR": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+        "COLUMNS": "200",
+    }
     forge = [sys.executable, "-m", "rationale_forge.cli"]
     proc = subprocess.run(
         [*forge, "demo", "--out", str(tmp_path / "demo")],
+        env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    assert RunDir(str(tmp_path / "demo")).count_rows() == 24
+    assert "RANDOMLY INITIALISED" in proc.stderr
+    assert RunDir(str(tmp_path / "demo" / "ingested")).count_rows() == 24
+    rows = list(RunDir(str(tmp_path / "demo" / "rationales")).iter_rows())
+    assert len(rows) == 24 and all(r["status"] == "ok" and r["rationale"] for r in rows)

@@ -38,7 +38,7 @@ def resolve_model(model: str) -> str:
     raise ModelUnavailableError(
         f"model '{model}' is not in the local Hugging Face cache and could not be downloaded "
         f"({offline}). Either download it once where there is internet "
-        f"(`huggingface-cli download {model}`, then copy ~/.cache/huggingface or set "
+        f"(`hf download {model}`, then copy ~/.cache/huggingface or set "
         f"HF_HOME), pass --model /path/to/a/local/copy, or use a server: "
         f"--backend openai --base-url http://HOST:PORT/v1 --model NAME"
     )
