@@ -65,6 +65,8 @@ def materialize(
     item: SourceItem, kind: str, max_pixels: int = images.DEFAULT_MAX_PIXELS
 ) -> tuple[dict[str, Any], int]:
     """Read and check one item; returns the row and the number of image bytes it holds."""
+    if item.resolve is not None:
+        item.resolve(item)
     row = empty_row(
         source=kind,
         key=item.key,

@@ -60,6 +60,9 @@ class SourceItem:
     objects: list[dict[str, Any]] = field(default_factory=list)
     url: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: optional work done in the worker thread before ``load`` (e.g. reading caption files),
+    #: so the enumerating thread stays cheap
+    resolve: Callable[[SourceItem], None] | None = None
 
     def load(self) -> bytes:
         if self.data is not None:

@@ -62,7 +62,7 @@ class CocoSource(Source):
                 f"annotations/captions_{self.split}.json and {self.split}/ with the images "
                 f"(check --data-dir and --split)"
             )
-        self._images: list[dict[str, Any]] | None = None
+        self._images: list[tuple[int, str, str | None]] | None = None
 
     # -- annotations ---------------------------------------------------------------------
     def _download_annotations(self) -> Path:
@@ -113,31 +113,34 @@ class CocoSource(Source):
             part.unlink(missing_ok=True)
         return target
 
-    def _load(self) -> list[dict[str, Any]]:
+    def _load(self) -> list[tuple[int, str, str | None]]:
+        """(id, file_name, coco_url) of every image, sorted by id; captions and objects are
+        kept in compact per-image lists. Each annotation file's parsed JSON is dropped as
+        soon as the needed fields are out of it."""
         if self._images is not None:
             return self._images
-        captions = _read_json(self.captions_file)
-        by_image: dict[int, list[str]] = defaultdict(list)
-        for ann in captions.get("annotations", []):
-            by_image[ann["image_id"]].append(ann["caption"].strip())
-        objects: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        data = _read_json(self.captions_file)
+        self._captions: dict[int, list[str]] = defaultdict(list)
+        for ann in data.get("annotations", []):
+            self._captions[ann["image_id"]].append(ann["caption"].strip())
+        images = sorted(
+            (im["id"], im["file_name"], im.get("coco_url") or im.get("flickr_url"))
+            for im in data.get("images", [])
+        )
+        del data
+        # per image: (category name, x, y, w, h, area); names are shared strings
+        self._objects: dict[int, list[tuple]] = defaultdict(list)
         fs, ipath = fsspec.core.url_to_fs(self.instances_file)
         self.has_instances = fs.exists(ipath)
         if self.has_instances:
-            instances = _read_json(self.instances_file)
-            names = {c["id"]: c["name"] for c in instances.get("categories", [])}
-            for ann in instances.get("annotations", []):
-                objects[ann["image_id"]].append(
-                    {
-                        "category": names.get(ann["category_id"], str(ann["category_id"])),
-                        "bbox": [float(v) for v in ann["bbox"]],
-                        "area": float(ann.get("area", 0.0)),
-                    }
+            data = _read_json(self.instances_file)
+            names = {c["id"]: c["name"] for c in data.get("categories", [])}
+            for ann in data.get("annotations", []):
+                name = names.get(ann["category_id"], str(ann["category_id"]))
+                self._objects[ann["image_id"]].append(
+                    (name, *map(float, ann["bbox"]), float(ann.get("area", 0.0)))
                 )
-        images = sorted(captions.get("images", []), key=lambda im: im["id"])
-        for im in images:
-            im["_captions"] = by_image.get(im["id"], [])
-            im["_objects"] = objects.get(im["id"], [])
+            del data
         self._images = images
         return images
 
@@ -145,21 +148,23 @@ class CocoSource(Source):
         return len(self._load())
 
     def items(self) -> Iterator[SourceItem]:
-        for im in self._load():
+        for image_id, file_name, url in self._load():
             if self.remote:
-                location = im.get("coco_url") or im.get("flickr_url")
-                read = url_reader(location) if location else None
+                read = url_reader(url) if url else None
             else:
-                location = _join(self.root, self.split, im["file_name"])
-                read = path_reader(location)
+                read = path_reader(_join(self.root, self.split, file_name))
+            objects = [
+                {"category": o[0], "bbox": list(o[1:5]), "area": o[5]}
+                for o in self._objects.get(image_id, ())
+            ]
             yield SourceItem(
-                key=str(im["id"]),
+                key=str(image_id),
                 read=read,
-                path=im["file_name"],
-                captions=im["_captions"],
-                objects=im["_objects"],
-                url=im.get("coco_url"),
-                meta={"coco_id": im["id"], "file_name": im["file_name"], "split": self.split},
+                path=file_name,
+                captions=self._captions.get(image_id, []),
+                objects=objects,
+                url=url,
+                meta={"coco_id": image_id, "file_name": file_name, "split": self.split},
             )
 
     def describe(self) -> dict[str, Any]:

@@ -41,8 +41,17 @@ def read_path(path: str) -> bytes:
         return f.read()
 
 
+def read_local(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def path_reader(path: str) -> Callable[[], bytes]:
-    return functools.partial(read_path, path)
+    """A reader for ``path``: plain ``open`` for local files (the common, hot case), fsspec
+    for any other filesystem."""
+    if "://" in path and not path.startswith("file://"):
+        return functools.partial(read_path, path)
+    return functools.partial(read_local, path.removeprefix("file://"))
 
 
 @functools.lru_cache(maxsize=1)

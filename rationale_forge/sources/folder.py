@@ -1,9 +1,16 @@
 """Images under a directory (recursive); the caption comes from a same-stem ``.txt`` or
-``.json`` file beside the image, or there is none."""
+``.json`` file beside the image, or there is none.
+
+The tree is walked one directory at a time (sorted, so the order is deterministic) and
+caption files are read in the worker threads: memory depends on the largest directory,
+not on the size of the corpus.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+import posixpath
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,47 +46,56 @@ class FolderSource(Source):
         self.fs, self.root = fsspec.core.url_to_fs(options.data_dir)
         if not self.fs.isdir(self.root):
             raise SourceError(f"{options.data_dir}: not a directory")
-        self._listing: list[str] | None = None
-        self._all: set[str] = set()
+        self.local = "file" in (
+            self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        )
 
-    def _files(self) -> list[str]:
-        if self._listing is None:
-            everything = self.fs.find(self.root)
-            self._all = set(everything)
-            self._listing = sorted(p for p in everything if p.lower().endswith(IMAGE_SUFFIXES))
-        return self._listing
+    def _walk(self) -> Iterator[tuple[str, list[str]]]:
+        """(directory, sorted file names) for every directory, depth first, sorted."""
+        for dirpath, dirs, files in self.fs.walk(self.root, topdown=True):
+            dirs.sort()  # fsspec honours in-place changes with topdown=True
+            yield dirpath, sorted(files)
 
     def count(self) -> int:
-        return len(self._files())
+        return sum(
+            sum(f.lower().endswith(IMAGE_SUFFIXES) for f in files) for _, files in self._walk()
+        )
 
-    def _captions(self, image_path: str) -> tuple[list[str], str | None]:
-        """The captions of an image and, for an unreadable caption file, the error."""
-        stem = image_path.rsplit(".", 1)[0]
-        txt, js = stem + ".txt", stem + ".json"
-        if txt in self._all:
-            raw = self.fs.cat_file(txt)
+    def _path(self, path: str) -> str:
+        return path if self.local else self.fs.unstrip_protocol(path)
+
+    def _read_captions(self, txt: str | None, js: str | None, item: SourceItem) -> None:
+        """Fill ``item.captions`` from its caption file (runs in a worker thread)."""
+        if txt:
             try:
-                text = raw.decode("utf-8").strip()
+                text = self.fs.cat_file(txt).decode("utf-8").strip()
             except UnicodeDecodeError as exc:
-                return [], f"{txt}: caption is not valid UTF-8 ({exc.reason} at byte {exc.start})"
-            return ([text] if text else []), None
-        if js in self._all:
+                item.error_kind = "caption_encoding"
+                item.error = f"{txt}: caption is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                return
+            item.captions = [text] if text else []
+        elif js:
             try:
-                return captions_from_json(json.loads(self.fs.cat_file(js))), None
+                item.captions = captions_from_json(json.loads(self.fs.cat_file(js)))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                return [], f"{js}: caption file is not valid UTF-8 JSON ({exc})"
-        return [], None
+                item.error_kind = "caption_encoding"
+                item.error = f"{js}: caption file is not valid UTF-8 JSON ({exc})"
 
     def items(self) -> Iterator[SourceItem]:
         prefix = self.root.rstrip("/") + "/"
-        for path in self._files():
-            rel = path[len(prefix) :] if path.startswith(prefix) else path
-            captions, error = self._captions(path)
-            yield SourceItem(
-                key=rel,
-                read=path_reader(self.fs.unstrip_protocol(path)),
-                path=rel,
-                captions=captions,
-                error_kind="caption_encoding" if error else None,
-                error=error,
-            )
+        for dirpath, files in self._walk():
+            names = set(files)
+            for name in files:
+                if not name.lower().endswith(IMAGE_SUFFIXES):
+                    continue
+                path = posixpath.join(dirpath, name)
+                stem = name.rsplit(".", 1)[0]
+                txt = posixpath.join(dirpath, stem + ".txt") if stem + ".txt" in names else None
+                js = posixpath.join(dirpath, stem + ".json") if stem + ".json" in names else None
+                rel = path[len(prefix) :] if path.startswith(prefix) else path
+                yield SourceItem(
+                    key=rel,
+                    read=path_reader(self._path(path)),
+                    path=rel,
+                    resolve=functools.partial(self._read_captions, txt, js) if txt or js else None,
+                )
