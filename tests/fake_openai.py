@@ -49,6 +49,7 @@ class FakeOpenAI:
         self.completed: list[str] = []  # content ids answered with 200
         self.response_formats: list[bool] = []
         self._lock = threading.Lock()
+        ThreadingHTTPServer.request_queue_size = 1024  # many clients connect at once
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -168,3 +169,19 @@ class FakeOpenAI:
                 },
             },
         )
+
+
+def main() -> None:
+    """Run the server on its own (benchmarks): prints its base URL, serves until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    args = parser.parse_args()
+    with FakeOpenAI(latency=args.latency) as server:
+        print(server.base_url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
