@@ -124,7 +124,9 @@ def existing_keys(run: RunDir) -> set[str]:
     return keys
 
 
-def prepare_run(out: str, stage: str, config: dict[str, Any], overwrite: bool) -> RunDir:
+def prepare_run(
+    out: str, stage: str, config: dict[str, Any], overwrite: bool, subdir: str = "data"
+) -> RunDir:
     """Open ``out`` for ``stage``: wipe it with ``overwrite``; otherwise refuse a directory
     that holds a run made with another configuration (resuming needs the same one)."""
     run = RunDir(out)
@@ -137,7 +139,7 @@ def prepare_run(out: str, stage: str, config: dict[str, Any], overwrite: bool) -
             f"(was {previous.get('config')}); pass --overwrite to start over, or choose "
             f"another --out"
         )
-    if not previous and run.shards():
+    if not previous and run.shards(subdir):
         raise RunConflictError(
             f"{out} already holds data that this tool did not record; pass --overwrite "
             f"or choose another --out"

@@ -3,6 +3,7 @@ instances: object names, counts and coarse positions from the boxes."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
@@ -25,11 +26,13 @@ class PromptTemplate:
         """Content hash recorded in every row and the manifest (16 hex digits of sha256)."""
         return hashlib.sha256(self.text.encode()).hexdigest()[:16]
 
+    @functools.cached_property
+    def compiled(self) -> jinja2.Template:
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+        return env.from_string(self.text)
+
     def render(self, **values: Any) -> str:
-        env = jinja2.Environment(
-            undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
-        )
-        return env.from_string(self.text).render(**values).strip() + "\n"
+        return self.compiled.render(**values).strip() + "\n"
 
 
 def load_template(path: str | None = None, default: str = DEFAULT_TEMPLATE) -> PromptTemplate:

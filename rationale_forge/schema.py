@@ -77,7 +77,43 @@ GENERATION_FEATURES = Features(
 GENERATE_FEATURES = Features({**INGEST_FEATURES, **GENERATION_FEATURES})
 GENERATE_SCHEMA: pa.Schema = GENERATE_FEATURES.arrow_schema
 
-_LIST_COLUMNS = {name for name, f in GENERATE_FEATURES.items() if isinstance(f, List)}
+#: Every check of ``forge filter``, by name. Each gets a ``score_<name>`` column holding
+#: the number it measured (null when the check was off or did not apply).
+TEXT_CHECKS = (
+    "length",
+    "facets",
+    "boilerplate",
+    "repetition",
+    "language",
+    "caption_coverage",
+    "counts",
+    "objects_mentioned",
+    "hallucination",
+    "positions",
+    "variants",
+)
+IMAGE_CHECKS = ("image_size", "aspect_ratio", "text_in_image")
+CLIP_SCORES = ("clip_caption", "clip_rationale_mean", "clip_rationale_min")
+DEDUP_CHECKS = ("duplicate_image", "duplicate_rationale")
+CHECKS = TEXT_CHECKS + IMAGE_CHECKS + CLIP_SCORES + DEDUP_CHECKS
+
+#: Columns that ``forge filter`` adds: one score per check, ``reject_reasons`` (every
+#: failed check with its score, e.g. "repetition: 41% of 3-grams repeated (max 30%)";
+#: empty for kept rows), ``duplicate_of`` (the key of the kept twin of a near-duplicate)
+#: and ``phash`` (the image's perceptual hash, hex).
+FILTER_FEATURES = Features(
+    {
+        **{f"score_{name}": Value("float32") for name in CHECKS},
+        "reject_reasons": List(Value("string")),
+        "duplicate_of": Value("string"),
+        "phash": Value("string"),
+    }
+)
+
+FILTERED_FEATURES = Features({**GENERATE_FEATURES, **FILTER_FEATURES})
+FILTERED_SCHEMA: pa.Schema = FILTERED_FEATURES.arrow_schema
+
+_LIST_COLUMNS = {name for name, f in FILTERED_FEATURES.items() if isinstance(f, List)}
 
 
 def empty_row(schema: pa.Schema = INGEST_SCHEMA, **values: object) -> dict:
