@@ -1,14 +1,14 @@
 """The Arrow schema of every table the stages write, in one place.
 
-Schemas are derived from Hugging Face ``datasets`` features, so every Parquet shard carries
-the ``huggingface`` metadata that makes ``datasets.load_dataset("parquet", ...)`` decode the
-``image`` column as PIL images.
+Schemas are declared as Hugging Face ``datasets``-style features (:mod:`.features`), so every
+Parquet shard carries the ``huggingface`` metadata that makes
+``datasets.load_dataset("parquet", ...)`` decode the ``image`` column as PIL images.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
-from datasets import Features, Image, List, Value
+from .features import Features, Image, List, Value
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
