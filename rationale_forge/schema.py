@@ -8,6 +8,7 @@ Parquet shard carries the ``huggingface`` metadata that makes
 from __future__ import annotations
 
 import pyarrow as pa
+
 from .features import Features, Image, List, Value
 
 STATUS_OK = "ok"
