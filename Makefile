@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # CPU torch/torchvision builds known to work together (see README, "Installing").
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,14 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/forge demo
 
-test: $(BIN)/.installed
+# Headless Chromium renders the HTML report in the tests (Debian/Ubuntu package).
+system-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "install Chromium (e.g. sudo apt-get install chromium) for the report tests"; fi; }
+
+test: $(BIN)/.installed system-deps
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/.installed
