@@ -78,10 +78,57 @@ class Rationale(BaseModel):
         return [t.strip() for tag in value for t in tag.split(",") if t.strip()]
 
 
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema sent as ``response_format`` to servers that support it."""
+#: Token budget of each string at max_tokens=1500, scaled with max_tokens: the slot budgets
+#: of local constrained decoding, and the length bounds sent to self-hosted servers.
+SLOT_BUDGETS = {
+    "rationale": 320,
+    "layout": 80,
+    "style": 60,
+    "composition": 60,
+    "short_caption": 40,
+    "step_by_step": 160,
+    "paraphrases": 40,
+    "tags": 8,
+    "object_prompts": 40,
+    "varied_captions": 40,
+    "object_centric": 50,
+    "region_descriptions": 40,
+}
+LIST_ITEMS = {
+    "paraphrases": 3,
+    "tags": 6,
+    "object_prompts": 2,
+    "varied_captions": 3,
+    "object_centric": 2,
+    "region_descriptions": 3,
+}
+REFERENCE_MAX_TOKENS = 1500
+#: Characters per token when a token budget becomes a maxLength (typical English text).
+CHARS_PER_TOKEN = 4
+
+
+def budget_scale(max_tokens: int) -> float:
+    return max(max_tokens, 100) / REFERENCE_MAX_TOKENS
+
+
+def json_schema(bounded: bool = False, n_variants: int | None = None) -> dict[str, Any]:
+    """The JSON Schema sent as ``response_format``. ``bounded`` adds maxLength/maxItems
+    from the token budgets (the longest valid answer is about 1,300 tokens of English):
+    OpenAI's strict mode rejects those keywords, but the grammar engines of self-hosted
+    servers honour them, so a weak model can never ramble a string until it is cut off."""
     schema = Rationale.model_json_schema()
     schema["additionalProperties"] = False
+    if bounded:
+        for name, prop in schema["properties"].items():
+            chars = SLOT_BUDGETS[name] * CHARS_PER_TOKEN
+            if name in LIST_FIELDS:
+                items = LIST_ITEMS[name]
+                if n_variants and name in ("paraphrases", "varied_captions"):
+                    items = n_variants
+                prop["maxItems"] = items
+                prop["items"] = {**prop.get("items", {}), "maxLength": chars}
+            else:
+                prop["maxLength"] = chars
     return schema
 
 

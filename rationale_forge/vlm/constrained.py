@@ -16,32 +16,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..rationale import FIELDS, LIST_FIELDS
-
-#: Token budget of each string slot at max_tokens=1500; scaled with max_tokens.
-SLOT_BUDGETS = {
-    "rationale": 320,
-    "layout": 80,
-    "style": 60,
-    "composition": 60,
-    "short_caption": 40,
-    "step_by_step": 160,
-    "paraphrases": 40,
-    "tags": 8,
-    "object_prompts": 40,
-    "varied_captions": 40,
-    "object_centric": 50,
-    "region_descriptions": 40,
-}
-LIST_ITEMS = {
-    "paraphrases": 3,
-    "tags": 6,
-    "object_prompts": 2,
-    "varied_captions": 3,
-    "object_centric": 2,
-    "region_descriptions": 3,
-}
-REFERENCE_MAX_TOKENS = 1500
+from ..rationale import (
+    FIELDS,
+    LIST_FIELDS,
+    LIST_ITEMS,
+    REFERENCE_MAX_TOKENS,
+    SLOT_BUDGETS,
+    budget_scale,
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +37,7 @@ def skeleton(
     max_tokens: int = REFERENCE_MAX_TOKENS, n_variants: int | None = None
 ) -> list[Segment]:
     """The forced pieces and slot budgets of one rationale object."""
-    scale = max(max_tokens, 100) / REFERENCE_MAX_TOKENS
+    scale = budget_scale(max_tokens)
     segments: list[Segment] = []
     close = ""
     for i, name in enumerate(FIELDS):

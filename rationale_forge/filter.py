@@ -1,0 +1,363 @@
+"""The filter stage: generated rows -> scores -> keep or reject, with every reason kept.
+
+Two passes over the run:
+
+1. *Score* (streaming, resumable): each row gets its rule verdicts, image checks, perceptual
+   hash and CLIP scores; rows go to ``FILTERED_DIR/scored/`` as they are done. Images are
+   decoded once, in worker threads, while the CLIP model runs on the previous batch.
+2. *Decide* (cheap, always redone): thresholds that need the whole run (``clip_keep_top``)
+   and near-duplicate clusters are computed from a few columns, then every scored row is
+   written to ``data/`` (kept) or ``rejected/`` (with ``reject_reasons``: every failed check
+   and its score). Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import images
+from .filters.clip import ClipConfig, ClipScorer
+from .filters.dedup import ImageDeduper, TextDeduper, phash_hex
+from .filters.rules import PRESETS, build_rules
+from .ingest import default_workers, prepare_run
+from .parallel import ordered_map
+from .provenance import command_line, package_versions
+from .schema import FILTERED_SCHEMA, STATUS_OK, empty_row
+from .store import RunDir, ShardWriter, now
+from .ui import ProgressBar
+
+SCORED, KEPT, REJECTED = "scored", "data", "rejected"
+
+
+@dataclass
+class FilterConfig:
+    """How to filter; the CLI and ``forge run`` build one of these."""
+
+    preset: str = "default"
+    enable: list[str] = field(default_factory=list)  # checks to switch on beyond the preset
+    disable: list[str] = field(default_factory=list)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # rule -> param -> value
+    clip: bool = True
+    clip_model: str = ClipConfig.model
+    clip_pretrained: str | None = ClipConfig.pretrained
+    clip_batch_size: int = 32
+    device: str | None = None
+    min_clip_caption: float | None = None
+    min_clip_rationale: float | None = None  # on the mean over rationale chunks
+    clip_keep_top: float | None = None  # keep this fraction, ranked by clip_rationale_mean
+    dedup_images: bool = True
+    phash_distance: int = 4
+    dedup_rationales: bool = True
+    rationale_similarity: float = 0.8
+    workers: int | None = None
+    rows_per_shard: int = 1000
+    overwrite: bool = False
+
+    def checks(self) -> tuple[set[str], dict[str, dict[str, Any]]]:
+        """The enabled rule checks and their parameters: the preset, then the overrides."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}")
+        preset = PRESETS[self.preset]
+        enabled = (set(preset["enabled"]) | set(self.enable)) - set(self.disable)
+        params = {rule: dict(values) for rule, values in preset.get("params", {}).items()}
+        for rule, values in self.params.items():
+            params.setdefault(rule, {}).update(values)
+        return enabled, params
+
+    def output_config(self) -> dict[str, Any]:
+        enabled, params = self.checks()
+        scoring = {
+            k: v
+            for k, v in asdict(self).items()
+            if k
+            not in (
+                "workers",
+                "overwrite",
+                "rows_per_shard",
+                "device",
+                "clip_batch_size",
+                "enable",
+                "disable",
+                "params",
+            )
+        }
+        return {**scoring, "checks": sorted(enabled), "params": params}
+
+
+@dataclass
+class FilterStats:
+    rows: int = 0
+    kept: int = 0
+    rejected: int = 0
+    scored: int = 0  # scored in this run (the rest were scored by an earlier run)
+    rejected_by_check: Counter = field(default_factory=Counter)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rejected_by_check"] = dict(self.rejected_by_check)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+# -- pass 1: score -------------------------------------------------------------------------
+class _Scorer:
+    def __init__(self, config: FilterConfig, clip: ClipScorer | None):
+        enabled, params = config.checks()
+        self.rules = build_rules(enabled, params)
+        self.clip = clip
+        self.config = config
+
+    def prepare(self, row: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """Worker thread: rule checks, the image decoded once for the hash and CLIP."""
+        out = empty_row(FILTERED_SCHEMA, **row)
+        reasons: list[str] = []
+        if row.get("status") != STATUS_OK:
+            out["reject_reasons"] = [f"status: {row.get('error_kind')}: {row.get('error')}"]
+            return out, None
+        for rule in self.rules:
+            verdict = rule.check(row)
+            out[f"score_{verdict.rule}"] = verdict.score
+            if not verdict.passed:
+                reasons.append(verdict.reason or verdict.rule)
+        pixels = None
+        try:
+            img = images.open_rgb(row["image"]["bytes"])
+            out["phash"] = phash_hex(img)
+            if self.clip is not None:
+                pixels = self.clip.preprocess(img)
+        except images.ImageError as exc:
+            reasons.append(f"image: {exc}")
+        out["reject_reasons"] = reasons
+        return out, pixels
+
+    def score(self, batch: list[tuple[dict[str, Any], Any]]) -> list[dict[str, Any]]:
+        rows = [row for row, _ in batch]
+        if self.clip is None:
+            return rows
+        scorable = [i for i, (row, px) in enumerate(batch) if px is not None]
+        if scorable:
+            results = self.clip.score(
+                [batch[i][1] for i in scorable],
+                [rows[i]["captions"] or [] for i in scorable],
+                [rows[i]["rationale"] for i in scorable],
+            )
+            for i, result in zip(scorable, results, strict=True):
+                for name, value in result.items():
+                    rows[i][f"score_{name}"] = value
+        return rows
+
+
+def _batches(items, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def score_pass(
+    source: RunDir, out: RunDir, config: FilterConfig, clip: ClipScorer | None, progress: bool
+) -> int:
+    """Score every row of ``source`` not yet in ``out/scored``; returns how many."""
+    done = {r["key"] for r in out.iter_rows(SCORED, columns=["key"])}
+    todo = (r for r in source.iter_rows() if r["key"] not in done)
+    scorer = _Scorer(config, clip)
+    total = max(source.count_rows() - len(done), 0)
+    prepared = ordered_map(
+        scorer.prepare,
+        todo,
+        config.workers or default_workers(),
+        prefetch=config.clip_batch_size * 3,
+    )
+    n = 0
+    with (
+        ShardWriter(out, FILTERED_SCHEMA, SCORED, rows_per_shard=config.rows_per_shard) as writer,
+        ProgressBar(total, "filter: scoring", progress) as bar,
+    ):
+        for batch in _batches(prepared, config.clip_batch_size):
+            for row in scorer.score(batch):
+                writer.write(row, len((row.get("image") or {}).get("bytes") or b""))
+            n += len(batch)
+            bar.advance(len(batch))
+    return n
+
+
+# -- pass 2: decide ------------------------------------------------------------------------
+def clip_thresholds(run: RunDir, config: FilterConfig) -> dict[str, float]:
+    """Absolute thresholds, with ``clip_keep_top`` turned into one on the rationale score."""
+    thresholds: dict[str, float] = {}
+    if config.min_clip_caption is not None:
+        thresholds["clip_caption"] = config.min_clip_caption
+    if config.min_clip_rationale is not None:
+        thresholds["clip_rationale_mean"] = config.min_clip_rationale
+    if config.clip_keep_top is not None:
+        column = "score_clip_rationale_mean"
+        values = [
+            v
+            for b in run.iter_batches(SCORED, columns=[column], batch_size=65536)
+            for v in b.column(0).to_pylist()
+            if v is not None
+        ]
+        if values:
+            values.sort(reverse=True)
+            cut = values[max(0, min(len(values), round(len(values) * config.clip_keep_top)) - 1)]
+            thresholds["clip_rationale_mean"] = max(cut, thresholds.get(column[6:], cut))
+    return thresholds
+
+
+def _clip_reasons(row: dict[str, Any], thresholds: dict[str, float]) -> list[str]:
+    reasons = []
+    for name, limit in thresholds.items():
+        value = row.get(f"score_{name}")
+        if value is not None and value < limit:
+            reasons.append(f"{name}: {value:.3f} (min {limit:.3f})")
+    return reasons
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    twin: str  # key of the kept row
+    check: str  # duplicate_image or duplicate_rationale
+    score: float  # Hamming distance, or estimated Jaccard similarity
+    reason: str
+
+
+def duplicates(
+    run: RunDir, config: FilterConfig, thresholds: dict[str, float]
+) -> dict[str, Duplicate]:
+    """key -> (kept twin, reason) for every near-duplicate row. Rows that pass everything
+    else are offered first, so a rejected row never stands in for a good one."""
+    if not (config.dedup_images or config.dedup_rationales):
+        return {}
+    columns = ["key", "phash", "rationale", "reject_reasons", *(f"score_{n}" for n in thresholds)]
+    text = TextDeduper(config.rationale_similarity) if config.dedup_rationales else None
+    entries, hashes = [], {}
+    for row in run.iter_rows(SCORED, columns=columns, batch_size=4096):
+        clean = not row["reject_reasons"] and not _clip_reasons(row, thresholds)
+        entries.append((not clean, row["key"], row["phash"]))
+        if text is not None and row["rationale"]:
+            hashes[row["key"]] = text.minhash(row["rationale"])
+    entries.sort()
+    images_ = ImageDeduper(config.phash_distance) if config.dedup_images else None
+    found: dict[str, Duplicate] = {}
+    for _, key, phash in entries:
+        if images_ is not None:
+            twin, distance = images_.offer(key, phash)
+            if twin is not None:
+                found[key] = Duplicate(
+                    twin,
+                    "duplicate_image",
+                    distance,
+                    f"duplicate_image: {distance} bits from kept {twin} "
+                    f"(max {config.phash_distance})",
+                )
+                continue
+        if text is not None and key in hashes:
+            twin, similarity = text.offer_hash(key, hashes.pop(key))
+            if twin is not None:
+                found[key] = Duplicate(
+                    twin,
+                    "duplicate_rationale",
+                    similarity,
+                    f"duplicate_rationale: {similarity:.2f} similar to "
+                    f"kept {twin} (min {config.rationale_similarity:.2f})",
+                )
+    return found
+
+
+def decide_pass(out: RunDir, config: FilterConfig, stats: FilterStats, progress: bool) -> None:
+    for subdir in (KEPT, REJECTED):
+        folder = out.path(subdir)
+        if out.fs.exists(folder):
+            out.fs.rm(folder, recursive=True)
+    thresholds = clip_thresholds(out, config)
+    stats.thresholds = thresholds
+    dups = duplicates(out, config, thresholds)
+    with (
+        ShardWriter(out, FILTERED_SCHEMA, KEPT, rows_per_shard=config.rows_per_shard) as kept,
+        ShardWriter(
+            out, FILTERED_SCHEMA, REJECTED, rows_per_shard=config.rows_per_shard
+        ) as rejected,
+        ProgressBar(out.count_rows(SCORED), "filter: deciding", progress) as bar,
+    ):
+        for row in out.iter_rows(SCORED):
+            reasons = list(row["reject_reasons"] or []) + _clip_reasons(row, thresholds)
+            dup = dups.get(row["key"])
+            if dup is not None:
+                row["duplicate_of"] = dup.twin
+                row[f"score_{dup.check}"] = dup.score
+                reasons.append(dup.reason)
+            row["reject_reasons"] = reasons
+            size = len((row.get("image") or {}).get("bytes") or b"")
+            stats.rows += 1
+            if reasons:
+                rejected.write(row, size)
+                stats.rejected += 1
+                stats.rejected_by_check.update({r.split(":", 1)[0] for r in reasons})
+            else:
+                kept.write(row, size)
+                stats.kept += 1
+            bar.advance()
+
+
+def load_clip(config: FilterConfig) -> ClipScorer | None:
+    if not config.clip:
+        return None
+    return ClipScorer(
+        ClipConfig(
+            model=config.clip_model,
+            pretrained=config.clip_pretrained,
+            device=config.device,
+            batch_size=config.clip_batch_size,
+        )
+    )
+
+
+def filter_run(source: str, out: str, config: FilterConfig, progress: bool = True) -> FilterStats:
+    """Run the filter stage on the generated run ``source`` into ``out``."""
+    src = RunDir(source)
+    if not src.shards():
+        raise FileNotFoundError(f"{source}: no rows (data/part-*.parquet) to filter")
+    run_config = {"input": source, **config.output_config()}
+    run = prepare_run(out, "filter", run_config, config.overwrite, subdir=SCORED)
+    clip = load_clip(config)
+    stats = FilterStats()
+    started = time.perf_counter()
+    run.update_stage(
+        "filter",
+        {
+            "command": command_line(),
+            "config": run_config,
+            "versions": package_versions(),
+            "status": "running",
+            "started_at": now(),
+        },
+    )
+    status = "failed"
+    try:
+        stats.scored = score_pass(src, run, config, clip, progress)
+        decide_pass(run, config, stats, progress)
+        status = "done"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        stats.seconds = time.perf_counter() - started
+        run.update_stage(
+            "filter",
+            {
+                "status": status,
+                "finished_at": now(),
+                "counts": stats.as_dict(),
+                "thresholds": stats.thresholds,
+            },
+        )
+    return stats
