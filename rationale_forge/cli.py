@@ -310,6 +310,180 @@ def generate_cmd(
     print_generate_summary(stats, out)
 
 
+def _parse_sets(values: list[str]) -> dict[str, dict[str, str]]:
+    params: dict[str, dict[str, str]] = {}
+    for item in values:
+        name, eq, value = item.partition("=")
+        rule, dot, param = name.partition(".")
+        if not (eq and dot and rule and param):
+            raise typer.BadParameter(f"--set expects RULE.PARAM=VALUE, got '{item}'")
+        params.setdefault(rule, {})[param] = value
+    return params
+
+
+def print_filter_summary(stats, out: str, report: str | None) -> None:
+    rows = [
+        ("rows", stats.rows),
+        ("kept", stats.kept),
+        ("rejected", stats.rejected),
+        ("kept ratio", f"{stats.kept / stats.rows:.1%}" if stats.rows else "-"),
+    ]
+    rows += [
+        (f"  rejected by {name}", n)
+        for name, n in sorted(stats.rejected_by_check.items(), key=lambda kv: -kv[1])
+    ]
+    rows += [(f"threshold {name}", value) for name, value in stats.thresholds.items()]
+    rows += [("scored in this run", stats.scored), ("seconds", stats.seconds)]
+    console.print(summary_table(f"filter -> {out}", rows))
+    if report:
+        console.print(f"[bold green]report:[/] {report}")
+
+
+@app.command("filter")
+def filter_cmd(
+    run_dir: Annotated[str, typer.Argument(help="a generated run (from `forge generate`)")],
+    out: Annotated[str, typer.Option(help="filtered run directory to write")],
+    preset: Annotated[
+        str, typer.Option(help="lenient, default or strict (`forge rules`)")
+    ] = "default",
+    enable: Annotated[list[str] | None, typer.Option(help="switch a check on (repeatable)")] = None,
+    disable: Annotated[
+        list[str] | None, typer.Option(help="switch a check off (repeatable)")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="tune a check: RULE.PARAM=VALUE, e.g. length.min_words=40"),
+    ] = None,
+    clip: Annotated[bool, typer.Option(help="score image-text alignment with CLIP")] = True,
+    clip_model: Annotated[
+        str, typer.Option(help="open_clip model name, or a model-config .json")
+    ] = "ViT-B-32",
+    clip_pretrained: Annotated[
+        str, typer.Option(help="pretrained tag, a weights file, or local-dir:PATH")
+    ] = "laion2b_s34b_b79k",
+    clip_batch_size: Annotated[int, typer.Option(help="images per CLIP batch")] = 32,
+    clip_keep_top: Annotated[
+        float | None,
+        typer.Option(help="keep this fraction of rows, ranked by image-rationale CLIP score"),
+    ] = None,
+    min_clip_caption: Annotated[
+        float | None, typer.Option(help="minimum image-caption cosine")
+    ] = None,
+    min_clip_rationale: Annotated[
+        float | None, typer.Option(help="minimum image-rationale cosine (mean over chunks)")
+    ] = None,
+    dedup_images: Annotated[bool, typer.Option(help="reject near-duplicate images")] = True,
+    phash_distance: Annotated[
+        int, typer.Option(help="perceptual-hash bits within which images are duplicates")
+    ] = 4,
+    dedup_rationales: Annotated[bool, typer.Option(help="reject near-duplicate rationales")] = True,
+    rationale_similarity: Annotated[
+        float, typer.Option(help="MinHash Jaccard at which rationales are duplicates")
+    ] = 0.8,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: auto)")] = None,
+    workers: Annotated[int | None, typer.Option(help="threads decoding images")] = None,
+    report: Annotated[bool, typer.Option(help="write the HTML report")] = True,
+    overwrite: Annotated[bool, typer.Option(help="delete OUT first instead of resuming")] = False,
+) -> None:
+    """Score generated rationales (CLIP, rule checks, dedup); keep or reject each row.
+
+    Kept rows go to OUT/data, rejected ones to OUT/rejected with every failed check and its
+    score in reject_reasons; nothing is dropped silently. Rerunning resumes the scoring.
+    """
+    from .filter import FilterConfig, filter_run
+    from .filters.clip import ClipUnavailableError
+
+    config = FilterConfig(
+        preset=preset,
+        enable=enable or [],
+        disable=disable or [],
+        params=_parse_sets(set_ or []),
+        clip=clip,
+        clip_model=clip_model,
+        clip_pretrained=clip_pretrained,
+        clip_batch_size=clip_batch_size,
+        clip_keep_top=clip_keep_top,
+        min_clip_caption=min_clip_caption,
+        min_clip_rationale=min_clip_rationale,
+        dedup_images=dedup_images,
+        phash_distance=phash_distance,
+        dedup_rationales=dedup_rationales,
+        rationale_similarity=rationale_similarity,
+        device=device,
+        workers=workers,
+        overwrite=overwrite,
+    )
+    try:
+        stats = filter_run(run_dir, out, config)
+    except (
+        RunConflictError,
+        FileNotFoundError,
+        ValueError,
+        ClipUnavailableError,
+        RuntimeError,
+    ) as exc:
+        _fail(str(exc))
+    report_path = None
+    if report:
+        from .report import write_report
+
+        report_path = str(write_report(out))
+    print_filter_summary(stats, out, report_path)
+
+
+@app.command("rules")
+def rules_cmd() -> None:
+    """List the filter's checks, their parameters and defaults, and the presets."""
+    import dataclasses
+
+    from rich.table import Table
+
+    from .filters.rules import PRESETS, RULES
+
+    table = Table(title="checks (tune with --set RULE.PARAM=VALUE)", show_lines=True)
+    table.add_column("check", style="bold")
+    table.add_column("what it checks")
+    table.add_column("parameters (default)")
+    table.add_column("presets")
+    for name, cls in RULES.items():
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        params = "\n".join(f"{f.name} = {_default(f)}" for f in fields)
+        presets = ", ".join(p for p, spec in PRESETS.items() if name in spec["enabled"])
+        table.add_row(name, cls.description, params or "-", presets or "off")
+    console.print(table)
+    console.print(
+        "CLIP scores (clip_caption, clip_rationale_mean/min) and dedup "
+        "(duplicate_image, duplicate_rationale) are set with their own flags: "
+        "`forge filter --help`."
+    )
+
+
+def _default(field) -> str:
+    import dataclasses
+
+    if field.default is not dataclasses.MISSING:
+        return repr(field.default)
+    if field.default_factory is not dataclasses.MISSING:
+        return repr(field.default_factory())
+    return "-"
+
+
+@app.command("report")
+def report_cmd(
+    filtered_dir: Annotated[str, typer.Argument(help="a filtered run (from `forge filter`)")],
+    out: Annotated[str | None, typer.Option(help="where to write (default DIR/report)")] = None,
+    max_examples: Annotated[int, typer.Option(help="examples of kept and of rejected rows")] = 48,
+) -> None:
+    """Write the HTML report of a filtered run: counts per check, histograms, a gallery."""
+    from .report import write_report
+
+    try:
+        path = write_report(filtered_dir, out, max_examples=max_examples)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"[bold green]report:[/] {path}")
+
+
 @app.command("demo")
 def demo_cmd(
     out: Annotated[str, typer.Option(help="where to write the demo runs")] = "runs/demo",

@@ -62,7 +62,11 @@ class FilterConfig:
             raise ValueError(f"unknown preset '{self.preset}'; choose one of {', '.join(PRESETS)}")
         preset = PRESETS[self.preset]
         enabled = (set(preset["enabled"]) | set(self.enable)) - set(self.disable)
-        params = {rule: dict(values) for rule, values in preset.get("params", {}).items()}
+        params = {
+            rule: dict(values)
+            for rule, values in preset.get("params", {}).items()
+            if rule in enabled
+        }
         for rule, values in self.params.items():
             params.setdefault(rule, {}).update(values)
         return enabled, params

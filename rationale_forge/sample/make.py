@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-WIDTH, HEIGHT = 320, 240
+WIDTH, HEIGHT = 384, 288
 COLOURS = {
     "red": (220, 40, 40),
     "green": (40, 170, 60),
@@ -108,7 +108,7 @@ def build(out: Path, n_images: int = N_IMAGES, seed: int = 0) -> None:
         for col in columns:
             shape = rng.choice(SHAPES)
             colour = rng.choice(list(COLOURS))
-            r = rng.uniform(24, 40)
+            r = rng.uniform(28, 48)
             cx = (col + 0.5) * WIDTH / 3
             cy = rng.uniform(r + 10, HEIGHT - r - 10)
             bbox, area = _draw(draw, shape, COLOURS[colour], cx, cy, r)

@@ -130,7 +130,8 @@ class TransformersBackend:
         vocab = self.net.get_output_embeddings().weight.shape[0]
         constraint = SkeletonLogitsProcessor(self.tokenizer, self.segments, vocab)
         sampling = self.temperature > 0
-        torch.manual_seed(self.seed)
+        # Seeded by the batch's content: reruns reproduce, different batches differ.
+        torch.manual_seed(self.seed + int(requests[0].key[:8], 16))
         with torch.inference_mode():
             output = self.net.generate(
                 **inputs,
