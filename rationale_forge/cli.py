@@ -501,10 +501,15 @@ def demo_cmd(
     result = run_demo(out, model)
     print_ingest_summary(result.ingest, result.ingested)
     print_generate_summary(result.generate, result.generated)
+    print_filter_summary(result.filter, result.filtered, None)
+    fallback = ", tiny random fallback" if result.fallback else ""
     console.print(
-        f"[bold green]rationales written to[/] {result.generated}/data "
-        f"(model: {result.model}{', tiny random fallback' if result.fallback else ''})"
+        f"[bold green]rationales:[/] {result.generated}/data (model: {result.model}{fallback})"
     )
+    console.print(
+        f"[bold green]filtered:[/] {result.filtered}/data (kept), {result.filtered}/rejected"
+    )
+    console.print(f"[bold green]report:[/] {result.report}")
 
 
 if __name__ == "__main__":  # pragma: no cover

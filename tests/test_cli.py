@@ -68,3 +68,7 @@ def test_console_script_demo_runs_offline_with_the_tiny_fallback(tmp_path):
     assert RunDir(str(tmp_path / "demo" / "ingested")).count_rows() == 24
     rows = list(RunDir(str(tmp_path / "demo" / "rationales")).iter_rows())
     assert len(rows) == 24 and all(r["status"] == "ok" and r["rationale"] for r in rows)
+    filtered = RunDir(str(tmp_path / "demo" / "filtered"))
+    assert filtered.count_rows("data") + filtered.count_rows("rejected") == 24
+    assert (tmp_path / "demo" / "filtered" / "report" / "index.html").exists()
+    assert "report:" in proc.stderr
