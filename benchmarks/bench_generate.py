@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import subprocess
 import sys
-import time
 from io import BytesIO
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import run_measured  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".bench" / "generate"
@@ -57,15 +58,8 @@ def make_corpus(root: Path, n: int) -> Path:
 
 
 def run(cmd: list[str], log: Path) -> dict:
-    """Run ``cmd``; wall seconds, CPU seconds and peak RSS of that one process (wait4)."""
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if status != 0:
-        sys.exit(f"command failed ({status}); see {log}:\n{log.read_text()[-3000:]}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
+    m = run_measured(cmd, log)
+    return {"wall": m.wall, "cpu": m.cpu, "rss_mb": m.peak_rss_mb}
 
 
 def main() -> None:

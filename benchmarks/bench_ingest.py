@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -44,6 +42,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import run_measured  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_WORK = REPO / ".bench" / "ingest"
@@ -193,11 +194,8 @@ class Result:
 def run_ingest(layout: str, data_dir: Path, out: Path, log: Path, workers: int | None) -> Result:
     """Run the real CLI once and measure it.
 
-    Peak RSS method: the child is started with Popen and reaped with ``os.wait4(pid)``,
-    which returns the rusage of *that* child alone; its ``ru_maxrss`` (KiB on Linux) is the
-    child's own high-water mark, measured by the kernel (no polling gaps, no interference
-    from earlier children, unlike ``getrusage(RUSAGE_CHILDREN)`` whose ru_maxrss is a max
-    over every child ever reaped and so cannot be diffed).
+    Peak RSS: VmHWM polled from /proc (benchmarks/measure.py), not wait4's ru_maxrss,
+    which survives exec and can report the parent's size.
     """
     cmd = [str(FORGE), "ingest", "--source", layout, "--data-dir", str(data_dir)]
     if layout == "coco":
@@ -205,14 +203,8 @@ def run_ingest(layout: str, data_dir: Path, out: Path, log: Path, workers: int |
     if workers:
         cmd += ["--workers", str(workers)]
     cmd += ["--out", str(out), "--overwrite"]
-    with open(log, "wb") as sink:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped; tell Popen
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}); see {log}")
+    m = run_measured(cmd, log)
+    seconds = m.wall
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in (out / "data").glob("part-*.parquet"))
     counts = json.loads((out / "manifest.json").read_text())["stages"]["ingest"]["counts"]
     return Result(
@@ -221,7 +213,7 @@ def run_ingest(layout: str, data_dir: Path, out: Path, log: Path, workers: int |
         seconds=seconds,
         rows=rows,
         image_bytes=counts["bytes"],
-        peak_rss_mb=usage.ru_maxrss / 1024,
+        peak_rss_mb=m.peak_rss_mb,
     )
 
 
