@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -167,6 +168,18 @@ def print_generate_summary(stats: GenerateStats, out: str) -> None:
     console.print(summary_table(f"generate -> {out}", rows))
 
 
+def _json_object(text: str | None, flag: str) -> dict | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{flag}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise typer.BadParameter(f"{flag}: expected a JSON object")
+    return value
+
+
 def _prices(text: str | None) -> tuple[float, float] | None:
     if not text:
         return None
@@ -229,6 +242,18 @@ def generate_cmd(
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.7,
     top_p: Annotated[float, typer.Option(help="nucleus sampling")] = 1.0,
     max_tokens: Annotated[int, typer.Option(help="cap on answer tokens")] = 1500,
+    extra_body: Annotated[
+        str | None,
+        typer.Option(
+            help="JSON merged into every request, e.g. '{\"top_k\": 20}' (openai backend)"
+        ),
+    ] = None,
+    sampling_seed: Annotated[
+        int | None,
+        typer.Option(
+            help="sampling seed sent to the server (reproducible answers where supported)"
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="seconds per request attempt")] = 120.0,
     max_retries: Annotated[int, typer.Option(help="retries of 429/5xx/timeouts")] = 6,
     rpm: Annotated[int | None, typer.Option(help="client-side requests/minute limit")] = None,
@@ -283,6 +308,8 @@ def generate_cmd(
         concurrency=concurrency,
         temperature=temperature,
         top_p=top_p,
+        sampling_seed=sampling_seed,
+        extra_body=_json_object(extra_body, "--extra-body"),
         max_tokens=max_tokens,
         timeout=timeout,
         max_retries=max_retries,

@@ -59,6 +59,8 @@ class GenerateConfig:
     concurrency: int = 16
     temperature: float = 0.7
     top_p: float = 1.0
+    sampling_seed: int | None = None
+    extra_body: dict[str, Any] | None = None  # openai backend: extra request fields
     max_tokens: int = 1500
     timeout: float = 120.0
     max_retries: int = 6
@@ -127,10 +129,13 @@ def make_backend(config: GenerateConfig) -> Backend:
                 concurrency=config.concurrency,
                 timeout=config.timeout,
                 max_retries=config.max_retries,
+                backoff_base=config.backoff_base,
                 rpm=config.rpm,
                 tpm=config.tpm,
                 temperature=config.temperature,
                 top_p=config.top_p,
+                sampling_seed=config.sampling_seed,
+                extra_body=config.extra_body,
                 max_tokens=config.max_tokens,
                 structured=config.structured,
             )

@@ -120,15 +120,15 @@ def json_schema(bounded: bool = False, n_variants: int | None = None) -> dict[st
     schema["additionalProperties"] = False
     if bounded:
         for name, prop in schema["properties"].items():
-            chars = SLOT_BUDGETS[name] * CHARS_PER_TOKEN
+            bounds = {"maxLength": SLOT_BUDGETS[name] * CHARS_PER_TOKEN}
             if name in LIST_FIELDS:
                 items = LIST_ITEMS[name]
                 if n_variants and name in ("paraphrases", "varied_captions"):
                     items = n_variants
                 prop["maxItems"] = items
-                prop["items"] = {**prop.get("items", {}), "maxLength": chars}
+                prop["items"] = {**prop.get("items", {}), **bounds}
             else:
-                prop["maxLength"] = chars
+                prop.update(bounds)
     return schema
 
 

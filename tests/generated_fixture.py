@@ -109,3 +109,39 @@ def write_generated_run(root: Path, bad: dict[int, str] | None = None, limit: in
             )
     RunDir(str(out)).update_stage("generate", {"status": "done"})
     return out
+
+
+def write_many(path: Path, n: int) -> Path:
+    """A generated run of ``n`` distinct small rows (for scale tests)."""
+    import io
+
+    from PIL import Image
+
+    rng = random.Random(n)
+    with ShardWriter(RunDir(str(path)), GENERATE_SCHEMA, rows_per_shard=500) as writer:
+        for i in range(n):
+            buf = io.BytesIO()
+            Image.new("RGB", (40, 30), (i % 256, (i // 256) % 256, 90)).save(buf, "PNG")
+            rationale = " ".join(rng.sample(FILLER, 7)) + f" Item {i}."
+            writer.write(
+                empty_row(
+                    GENERATE_SCHEMA,
+                    key=str(i),
+                    source="test",
+                    status="ok",
+                    image={"bytes": buf.getvalue(), "path": None},
+                    width=40,
+                    height=30,
+                    captions=[f"picture {i}"],
+                    rationale=rationale,
+                    layout="left to right",
+                    style="flat",
+                    composition="even",
+                    short_caption=f"picture {i}",
+                    paraphrases=[f"p {i}"],
+                    tags=["flat"],
+                    varied_captions=[f"v {i}"],
+                )
+            )
+    RunDir(str(path)).update_stage("generate", {"status": "done"})
+    return path

@@ -175,3 +175,37 @@ def test_offline_clip_weights_are_a_clear_error(tmp_path, generated):
     )
     assert proc.returncode == 2
     assert "laion2b_s34b_b79k" in proc.stderr and "--no-clip" in proc.stderr
+
+
+def _peak_rss_mb(cmd: list[str]) -> float:
+    """Peak RSS of a child process, from /proc VmHWM (polled; survives no fork)."""
+    import subprocess
+    import time as _time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                peak = max([peak] + [int(x.split()[1]) for x in f if x.startswith("VmHWM:")])
+        except OSError:
+            pass
+        _time.sleep(0.02)
+    assert proc.returncode == 0
+    return peak / 1024
+
+
+def test_memory_stays_bounded_as_the_run_grows(tmp_path):
+    import sys
+
+    from generated_fixture import write_many
+
+    # both sizes beyond the writers' 1,000-row buffers, so only per-row growth shows
+    small, large = write_many(tmp_path / "small", 1500), write_many(tmp_path / "large", 6000)
+    cmd = [sys.executable, "-m", "rationale_forge.cli", "filter", "--no-clip", "--no-report"]
+    rss_small = _peak_rss_mb([*cmd, str(small), "--out", str(tmp_path / "fs")])
+    rss_large = _peak_rss_mb([*cmd, str(large), "--out", str(tmp_path / "fl")])
+    done = RunDir(str(tmp_path / "fl"))
+    assert done.count_rows("rejected") + done.count_rows("data") == 6000
+    # 4x the rows: what remains is the dedup index (a MinHash per row, about 2 KB)
+    assert rss_large < rss_small + 30, (rss_small, rss_large)

@@ -304,3 +304,29 @@ def test_kill_9_mid_run_then_rerun_loses_nothing_and_repeats_nothing_answered(tm
     assert len(server.requests) - sent_before == stats.requests
     assert stats.requests + stats.cache_hits + stats.skipped == n
     assert len(completed_before) >= len(answered)
+
+
+def test_client_side_request_rate_limit_is_honoured():
+    import asyncio
+
+    from rationale_forge.vlm.base import VLMRequest
+    from rationale_forge.vlm.openai_backend import OpenAIBackend, OpenAIConfig
+
+    with FakeOpenAI() as server:
+        backend = OpenAIBackend(
+            OpenAIConfig(
+                model="fake", base_url=server.base_url, concurrency=8, rpm=4, limit_window_s=1.0
+            )
+        )
+
+        async def run():
+            start = time.perf_counter()
+            await asyncio.gather(
+                *(backend.complete(VLMRequest(str(i), f"- shape {i}", b"x")) for i in range(8))
+            )
+            await backend.aclose()
+            return time.perf_counter() - start
+
+        elapsed = asyncio.run(run())
+    # a burst of 4, then 4 per second: the last of 8 cannot start before ~1 s
+    assert elapsed >= 0.9 and len(server.requests) == 8
