@@ -24,9 +24,8 @@ from .filters.dedup import ImageDeduper, TextDeduper, phash_hex
 from .filters.rules import PRESETS, build_rules
 from .ingest import default_workers, prepare_run
 from .parallel import ordered_map
-from .provenance import command_line, package_versions
 from .schema import FILTERED_SCHEMA, STATUS_OK, empty_row
-from .store import RunDir, ShardWriter, now
+from .store import RunDir, ShardWriter, recorded_stage
 from .ui import ProgressBar
 
 SCORED, KEPT, REJECTED = "scored", "data", "rejected"
@@ -335,33 +334,12 @@ def filter_run(source: str, out: str, config: FilterConfig, progress: bool = Tru
     clip = load_clip(config)
     stats = FilterStats()
     started = time.perf_counter()
-    run.update_stage(
-        "filter",
-        {
-            "command": command_line(),
-            "config": run_config,
-            "versions": package_versions(),
-            "status": "running",
-            "started_at": now(),
-        },
-    )
-    status = "failed"
-    try:
+
+    def finish() -> dict[str, Any]:
+        stats.seconds = time.perf_counter() - started
+        return {"counts": stats.as_dict(), "thresholds": stats.thresholds}
+
+    with recorded_stage(run, "filter", run_config, finish):
         stats.scored = score_pass(src, run, config, clip, progress)
         decide_pass(run, config, stats, progress)
-        status = "done"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        stats.seconds = time.perf_counter() - started
-        run.update_stage(
-            "filter",
-            {
-                "status": status,
-                "finished_at": now(),
-                "counts": stats.as_dict(),
-                "thresholds": stats.thresholds,
-            },
-        )
     return stats

@@ -25,11 +25,10 @@ from .cache import RequestCache, cache_path
 from .ingest import default_workers, materialize, prepare_run
 from .parallel import ordered_map
 from .prompting import PromptTemplate, load_template, render_row
-from .provenance import command_line, package_versions
 from .rationale import FIELDS, ParseError, parse
 from .schema import GENERATE_SCHEMA, STATUS_ERROR, STATUS_OK, empty_row
 from .sources import SourceOptions, open_source
-from .store import RunDir, ShardWriter, now
+from .store import RunDir, ShardWriter, recorded_stage
 from .ui import ProgressBar
 from .vlm.base import ERROR_KINDS, Backend, VLMRequest, VLMResult, request_key
 
@@ -94,6 +93,7 @@ class GenerateStats:
     rows: int = 0
     ok: int = 0
     skipped: int = 0  # already in the output from an earlier run
+    retried_failed: int = 0  # failed rows removed for --retry-failed
     requests: int = 0  # sent to the backend in this run
     cache_hits: int = 0
     repaired: int = 0
@@ -343,42 +343,13 @@ def generate(
     run = prepare_run(out, "generate", run_config, config.overwrite)
     dropped = drop_failed(run) if config.retry_failed else 0
     done = {r["key"] for r in run.iter_rows(columns=["key"])}
-    stats = GenerateStats(skipped=len(done))
-    run.update_stage(
-        "generate",
-        {
-            "command": command_line(),
-            "config": run_config,
-            "versions": package_versions(),
-            "status": "running",
-            "started_at": now(),
-            "retried_failed": dropped,
-        },
-    )
+    stats = GenerateStats(skipped=len(done), retried_failed=dropped)
     cache = RequestCache(cache_path(run))
     todo = (r for r in rows if r["key"] not in done)
     total = None if expected is None else max(expected - len(done), 0)
     started = time.perf_counter()
-    status = "failed"
-    try:
-        with (
-            ShardWriter(run, GENERATE_SCHEMA, rows_per_shard=config.rows_per_shard) as writer,
-            ProgressBar(total, f"generate ({backend.name}: {backend.model})", progress) as bar,
-        ):
-            driver = _Driver(backend, cache, writer, template, config, stats, bar)
 
-            async def main() -> None:
-                try:
-                    await driver.run(todo)
-                finally:
-                    await backend.aclose()
-
-            asyncio.run(main())
-        status = "done"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
+    def finish() -> dict[str, Any]:
         stats.seconds = time.perf_counter() - started
         if config.price_per_mtok:
             price_in, price_out = config.price_per_mtok
@@ -386,13 +357,20 @@ def generate(
                 stats.prompt_tokens * price_in + stats.completion_tokens * price_out
             ) / 1e6
         cache.close()
-        run.update_stage(
-            "generate",
-            {
-                "status": status,
-                "finished_at": now(),
-                "counts": stats.as_dict(),
-                "total_rows": run.count_rows(),
-            },
-        )
+        return {"counts": stats.as_dict(), "total_rows": run.count_rows()}
+
+    with (
+        recorded_stage(run, "generate", run_config, finish),
+        ShardWriter(run, GENERATE_SCHEMA, rows_per_shard=config.rows_per_shard) as writer,
+        ProgressBar(total, f"generate ({backend.name}: {backend.model})", progress) as bar,
+    ):
+        driver = _Driver(backend, cache, writer, template, config, stats, bar)
+
+        async def main() -> None:
+            try:
+                await driver.run(todo)
+            finally:
+                await backend.aclose()
+
+        asyncio.run(main())
     return stats

@@ -19,10 +19,9 @@ import httpx
 
 from . import images
 from .parallel import ordered_map
-from .provenance import command_line, package_versions
 from .schema import INGEST_SCHEMA, STATUS_ERROR, STATUS_OK, empty_row
 from .sources import Source, SourceItem, SourceOptions, open_source
-from .store import RunDir, ShardWriter, now
+from .store import RunDir, ShardWriter, recorded_stage
 from .ui import track
 
 
@@ -162,45 +161,24 @@ def ingest(
     config = {"source": source.describe(), "max_pixels": max_pixels}
     run = prepare_run(out, "ingest", config, overwrite)
     started = time.perf_counter()
-    run.update_stage(
-        "ingest",
-        {
-            "command": command_line(),
-            "config": config,
-            "versions": package_versions(),
-            "status": "running",
-            "started_at": now(),
-        },
-    )
     done = existing_keys(run)
     stats = IngestStats(skipped=len(done))
     todo = (item for item in source.selected() if item.key not in done)
     expected = source.expected()
     total = None if expected is None else max(expected - len(done), 0)
-    status = "failed"
-    try:
-        with ShardWriter(run, INGEST_SCHEMA, rows_per_shard=rows_per_shard) as writer:
-            results = ordered_map(
-                lambda it: materialize(it, source.kind, max_pixels),
-                todo,
-                workers or default_workers(),
-            )
-            for row, nbytes in track(results, total, f"ingest {source.kind}", progress):
-                writer.write(row, nbytes)
-                stats.add(row, nbytes)
-        status = "done"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
+
+    def finish() -> dict[str, Any]:
         stats.seconds = time.perf_counter() - started
-        run.update_stage(
-            "ingest",
-            {
-                "status": status,
-                "finished_at": now(),
-                "counts": stats.as_dict(),
-                "total_rows": run.count_rows(),
-            },
+        return {"counts": stats.as_dict(), "total_rows": run.count_rows()}
+
+    with (
+        recorded_stage(run, "ingest", config, finish),
+        ShardWriter(run, INGEST_SCHEMA, rows_per_shard=rows_per_shard) as writer,
+    ):
+        results = ordered_map(
+            lambda it: materialize(it, source.kind, max_pixels), todo, workers or default_workers()
         )
+        for row, nbytes in track(results, total, f"ingest {source.kind}", progress):
+            writer.write(row, nbytes)
+            stats.add(row, nbytes)
     return stats

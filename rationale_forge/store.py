@@ -18,7 +18,8 @@ import json
 import posixpath
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -198,6 +199,37 @@ class ShardWriter:
         # Rows already accepted are written even when the loop died (e.g. Ctrl-C):
         # nothing produced is lost.
         self.close()
+
+
+@contextmanager
+def recorded_stage(
+    run: RunDir, stage: str, config: dict[str, Any], finish: Callable[[], dict[str, Any]]
+) -> Iterator[None]:
+    """Record a stage in the manifest: command, config and versions with status "running"
+    on entry; on exit the status ("done", "interrupted" or "failed") and what ``finish()``
+    returns (counts, timings). Runs even when the body dies, so a manifest never claims
+    a run that crashed is still running."""
+    from .provenance import command_line, package_versions
+
+    run.update_stage(
+        stage,
+        {
+            "command": command_line(),
+            "config": config,
+            "versions": package_versions(),
+            "status": "running",
+            "started_at": now(),
+        },
+    )
+    status = "failed"
+    try:
+        yield
+        status = "done"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        run.update_stage(stage, {"status": status, "finished_at": now(), **finish()})
 
 
 def now() -> str:

@@ -7,8 +7,10 @@ failed request: failures are results with ``error_kind``/``error``. Backends tha
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -77,3 +79,46 @@ def request_key(backend: Backend, prompt: str, image_id: str) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class MicroBatching:
+    """For local backends: concurrent ``complete`` calls are gathered into batches of
+    ``batch_size`` and run by the subclass's ``_generate(requests)`` in a worker thread, so
+    the event loop stays free. A failed batch fails its requests, not the run."""
+
+    name: str
+    batch_size: int
+    _queue: list[tuple[VLMRequest, asyncio.Future]]
+    _worker: asyncio.Task | None = None
+
+    def _generate(self, requests: list[VLMRequest]) -> list[VLMResult]:
+        raise NotImplementedError
+
+    async def complete(self, request: VLMRequest) -> VLMResult:
+        if not hasattr(self, "_queue"):
+            self._queue = []
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((request, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            await asyncio.sleep(0.01)  # let concurrent callers join the batch
+            batch, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]
+            try:
+                results = await asyncio.to_thread(self._generate, [r for r, _ in batch])
+            except Exception as exc:
+                logging.getLogger(__name__).exception("%s generation failed", self.name)
+                error = f"{self.name} generation failed: {type(exc).__name__}: {exc}"
+                results = [
+                    VLMResult(key=r.key, error_kind="request_failed", error=error) for r, _ in batch
+                ]
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def aclose(self) -> None:
+        if self._worker is not None:
+            await asyncio.gather(self._worker, return_exceptions=True)

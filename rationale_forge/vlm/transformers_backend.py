@@ -4,13 +4,12 @@ schema-constrained (:mod:`.constrained`), so every answer is a valid object."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import time
 from typing import Any
 
-from .base import VLMRequest, VLMResult
+from .base import MicroBatching, VLMRequest, VLMResult
 from .constrained import SkeletonLogitsProcessor, max_new_tokens, skeleton
 from .errors import ModelUnavailableError
 from .local import DEFAULT_LOCAL_MODEL, resolve_model
@@ -18,7 +17,7 @@ from .local import DEFAULT_LOCAL_MODEL, resolve_model
 log = logging.getLogger(__name__)
 
 
-class TransformersBackend:
+class TransformersBackend(MicroBatching):
     name = "transformers"
 
     def __init__(
@@ -53,9 +52,6 @@ class TransformersBackend:
         self.tokenizer.padding_side = "left"
         self.segments = skeleton(max_tokens, n_variants)
         self.new_tokens = max_new_tokens(self.segments, self.tokenizer)
-        self._queue: list[tuple[VLMRequest, asyncio.Future]] = []
-        self._worker: asyncio.Task | None = None
-        self._lock = asyncio.Lock()
 
     @classmethod
     def from_config(cls, config) -> TransformersBackend:
@@ -78,33 +74,6 @@ class TransformersBackend:
         }
 
     # -- batching ------------------------------------------------------------------------
-    async def complete(self, request: VLMRequest) -> VLMResult:
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append((request, future))
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        while self._queue:
-            await asyncio.sleep(0.01)  # let concurrent callers join the batch
-            batch, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]
-            try:
-                results = await asyncio.to_thread(self._generate, [r for r, _ in batch])
-            except Exception as exc:  # a failed batch fails its requests, not the run
-                log.exception("local generation failed")
-                results = [
-                    VLMResult(
-                        key=r.key,
-                        error_kind="request_failed",
-                        error=f"local generation failed: {type(exc).__name__}: {exc}",
-                    )
-                    for r, _ in batch
-                ]
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-
     def _generate(self, requests: list[VLMRequest]) -> list[VLMResult]:
         import torch
         from PIL import Image
@@ -165,7 +134,3 @@ class TransformersBackend:
                 )
             )
         return results
-
-    async def aclose(self) -> None:
-        if self._worker is not None:
-            await asyncio.gather(self._worker, return_exceptions=True)

@@ -3,13 +3,12 @@ structured (JSON-Schema) outputs."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from typing import Any
 
 from ..rationale import json_schema
-from .base import VLMRequest, VLMResult
+from .base import MicroBatching, VLMRequest, VLMResult
 from .errors import ModelUnavailableError
 
 
@@ -25,7 +24,7 @@ def _structured_params(schema: dict[str, Any]) -> dict[str, Any]:
         return {"guided_decoding": GuidedDecodingParams(json=schema)}
 
 
-class VLLMBackend:
+class VLLMBackend(MicroBatching):
     name = "vllm"
 
     def __init__(
@@ -55,8 +54,6 @@ class VLLMBackend:
             max_tokens=max_tokens,
             **_structured_params(json_schema()),
         )
-        self._queue: list[tuple[VLMRequest, asyncio.Future]] = []
-        self._worker: asyncio.Task | None = None
 
     @classmethod
     def from_config(cls, config) -> VLLMBackend:
@@ -77,32 +74,6 @@ class VLLMBackend:
             "max_tokens": self.max_tokens,
             "structured": "json_schema",
         }
-
-    async def complete(self, request: VLMRequest) -> VLMResult:
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append((request, future))
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        while self._queue:
-            await asyncio.sleep(0.01)
-            batch, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]
-            try:
-                results = await asyncio.to_thread(self._generate, [r for r, _ in batch])
-            except Exception as exc:
-                results = [
-                    VLMResult(
-                        key=r.key,
-                        error_kind="request_failed",
-                        error=f"vLLM failed: {type(exc).__name__}: {exc}",
-                    )
-                    for r, _ in batch
-                ]
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
 
     def _generate(self, requests: list[VLMRequest]) -> list[VLMResult]:
         started = time.perf_counter()
@@ -139,10 +110,6 @@ class VLLMBackend:
                 result.error = f"the answer was cut off at {self.max_tokens} tokens"
             results.append(result)
         return results
-
-    async def aclose(self) -> None:
-        if self._worker is not None:
-            await asyncio.gather(self._worker, return_exceptions=True)
 
 
 def _data_uri(request: VLMRequest) -> str:
