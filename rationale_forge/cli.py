@@ -335,6 +335,13 @@ def generate_cmd(
     ) as exc:
         _fail(str(exc))
     print_generate_summary(stats, out)
+    if stats.requests and not stats.ok and stats.errors.get("request_failed") == stats.rows:
+        console.print(
+            "[bold red]every request failed[/] (see the error column of the rows): "
+            "is the server running and --base-url right? Rerun the same command "
+            "with --retry-failed once it is."
+        )
+        raise typer.Exit(code=1)
 
 
 def _parse_sets(values: list[str]) -> dict[str, dict[str, str]]:

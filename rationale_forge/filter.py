@@ -21,7 +21,7 @@ from typing import Any
 from . import images
 from .filters.clip import ClipConfig, ClipScorer
 from .filters.dedup import ImageDeduper, TextDeduper, phash_hex
-from .filters.rules import PRESETS, build_rules
+from .filters.rules import PRESETS, RULES, build_rules
 from .ingest import default_workers, prepare_run
 from .parallel import ordered_map
 from .schema import FILTERED_SCHEMA, STATUS_OK, empty_row
@@ -54,6 +54,25 @@ class FilterConfig:
     workers: int | None = None
     rows_per_shard: int = 1000
     overwrite: bool = False
+
+    def validate(self) -> None:
+        """Refuse bad settings before anything is written."""
+        unknown = sorted((set(self.enable) | set(self.disable)) - set(RULES))
+        if unknown:
+            raise ValueError(f"unknown check(s) {', '.join(unknown)}; `forge rules` lists them")
+        for flag, value in (
+            ("--clip-keep-top", self.clip_keep_top),
+            ("--rationale-similarity", self.rationale_similarity),
+        ):
+            if value is not None and not 0 < value <= 1:
+                raise ValueError(f"{flag} must be in (0, 1], got {value}")
+        if self.phash_distance < 0 or self.phash_distance > 32:
+            raise ValueError(f"--phash-distance must be in [0, 32], got {self.phash_distance}")
+        clip_flags = (self.clip_keep_top, self.min_clip_caption, self.min_clip_rationale)
+        if not self.clip and any(v is not None for v in clip_flags):
+            raise ValueError("CLIP thresholds were given with --no-clip")
+        enabled, params = self.checks()
+        build_rules(enabled, params)  # unknown parameters and bad values fail here
 
     def checks(self) -> tuple[set[str], dict[str, dict[str, Any]]]:
         """The enabled rule checks and their parameters: the preset, then the overrides."""
@@ -251,9 +270,10 @@ def duplicates(
     entries.sort()
     images_ = ImageDeduper(config.phash_distance) if config.dedup_images else None
     found: dict[str, Duplicate] = {}
-    for _, key, phash in entries:
+    for rejected_already, key, phash in entries:
+        keep = not rejected_already
         if images_ is not None:
-            twin, distance = images_.offer(key, phash)
+            twin, distance = images_.offer(key, phash, keep)
             if twin is not None:
                 found[key] = Duplicate(
                     twin,
@@ -264,7 +284,7 @@ def duplicates(
                 )
                 continue
         if text is not None and key in hashes:
-            twin, similarity = text.offer_hash(key, hashes.pop(key))
+            twin, similarity = text.offer_hash(key, hashes.pop(key), keep)
             if twin is not None:
                 found[key] = Duplicate(
                     twin,
@@ -326,9 +346,17 @@ def load_clip(config: FilterConfig) -> ClipScorer | None:
 
 def filter_run(source: str, out: str, config: FilterConfig, progress: bool = True) -> FilterStats:
     """Run the filter stage on the generated run ``source`` into ``out``."""
+    config.validate()
     src = RunDir(source)
+    if not src.exists():
+        raise FileNotFoundError(f"{source}: no such run directory")
     if not src.shards():
         raise FileNotFoundError(f"{source}: no rows (data/part-*.parquet) to filter")
+    if "rationale" not in src.schema().names:
+        raise ValueError(
+            f"{source} holds no rationales (an ingested run?): run `forge generate "
+            f"--input {source} --out GENERATED` first and filter that"
+        )
     run_config = {"input": source, **config.output_config()}
     run = prepare_run(out, "filter", run_config, config.overwrite, subdir=SCORED)
     clip = load_clip(config)

@@ -336,9 +336,9 @@ def generate(
     """Run the generate stage from ``source`` (source options, or an ingested run
     directory) into ``out``; returns the counts."""
     template = load_template(config.prompt)
-    backend = make_backend(config)
     workers = config.workers or default_workers()
-    rows, expected, input_desc = input_rows(source, workers)
+    rows, expected, input_desc = input_rows(source, workers)  # bad input fails fast
+    backend = make_backend(config)
     run_config = {**input_desc, **config.output_config(template, backend)}
     run = prepare_run(out, "generate", run_config, config.overwrite)
     dropped = drop_failed(run) if config.retry_failed else 0

@@ -36,8 +36,13 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
 def redact_argv(argv: list[str]) -> list[str]:
-    """``argv`` with the value of any secret-looking flag replaced by ``***``."""
+    """``argv`` with the value of any secret-looking flag, and the credentials in any URL
+    (``https://user:password@host``), replaced by ``***``."""
+    argv = [_USERINFO.sub("***@", arg) for arg in argv]
     out: list[str] = []
     mask_next = False
     for arg in argv:

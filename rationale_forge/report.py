@@ -807,6 +807,11 @@ def write_report(
     run = RunDir(filtered_dir)
     if not run.exists():
         raise FileNotFoundError(f"no filtered run at {filtered_dir}")
+    if not run.shards("rejected") and "reject_reasons" not in run.schema().names:
+        raise ValueError(
+            f"{filtered_dir} is not a filtered run (no reject_reasons): "
+            f"run `forge filter` on a generated run first"
+        )
     if out_dir is None:
         if "file" not in run.fs.protocol:
             raise ValueError(f"{filtered_dir} is not local: pass out_dir for the report")

@@ -68,6 +68,14 @@ class RunDir:
         for batch in self.iter_batches(subdir, columns, batch_size):
             yield from batch.to_pylist()
 
+    def schema(self, subdir: str = "data") -> pa.Schema:
+        """The Arrow schema of the first shard (empty when there is none)."""
+        shards = self.shards(subdir)
+        if not shards:
+            return pa.schema([])
+        with self.fs.open(shards[0], "rb") as f:
+            return pq.ParquetFile(f).schema_arrow
+
     def count_rows(self, subdir: str = "data") -> int:
         total = 0
         for shard in self.shards(subdir):

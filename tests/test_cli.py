@@ -72,3 +72,23 @@ def test_console_script_demo_runs_offline_with_the_tiny_fallback(tmp_path):
     assert filtered.count_rows("data") + filtered.count_rows("rejected") == 24
     assert (tmp_path / "demo" / "filtered" / "report" / "index.html").exists()
     assert "report:" in proc.stderr
+
+
+def test_secrets_in_flags_and_urls_are_masked_in_the_manifest_command():
+    from rationale_forge.provenance import command_line
+
+    line = command_line(
+        [
+            "forge",
+            "generate",
+            "--base-url",
+            "https://me:s3cret@h/v1",
+            "--hf-token=hf_abc",
+            "--api-key",
+            "sk-1",
+            "--api-key-env",
+            "MY_KEY",
+        ]
+    )
+    assert "s3cret" not in line and "hf_abc" not in line and "sk-1" not in line
+    assert "MY_KEY" in line and "https://***@h/v1" in line

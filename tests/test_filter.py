@@ -209,3 +209,32 @@ def test_memory_stays_bounded_as_the_run_grows(tmp_path):
     assert done.count_rows("rejected") + done.count_rows("data") == 6000
     # 4x the rows: what remains is the dedup index (a MinHash per row, about 2 KB)
     assert rss_large < rss_small + 30, (rss_small, rss_large)
+
+
+def test_bad_settings_and_inputs_are_refused_before_anything_is_written(tmp_path, generated):
+    ingested = tmp_path / "ingested"  # written by the fixture: a run without rationales
+    for config, message in [
+        (FilterConfig(clip=False, disable=["bogus"]), "unknown check"),
+        (FilterConfig(clip=False, rationale_similarity=7), "--rationale-similarity"),
+        (FilterConfig(clip=False, clip_keep_top=0.5), "--no-clip"),
+    ]:
+        out = tmp_path / f"out-{message[:6]}"
+        with pytest.raises(ValueError, match=message):
+            filter_run(str(generated), str(out), config, progress=False)
+        assert not out.exists()
+    with pytest.raises(ValueError, match="forge generate"):
+        filter_run(str(ingested), str(tmp_path / "f"), FilterConfig(clip=False), progress=False)
+
+
+def test_a_rejected_row_never_stands_as_the_kept_twin(tmp_path, generated):
+    out = tmp_path / "filtered"
+    # every row fails length, so no row is clean and nothing can be anyone's kept twin
+    filter_run(
+        str(generated),
+        str(out),
+        FilterConfig(clip=False, params={"length": {"min_words": 999}}),
+        progress=False,
+    )
+    rejected = list(RunDir(str(out)).iter_rows("rejected"))
+    assert len(rejected) == 24
+    assert all(r["duplicate_of"] is None for r in rejected)

@@ -68,3 +68,10 @@ def test_shard_assignment_is_stable_across_processes():
 def test_bad_selection_flags_are_refused(bad):
     with pytest.raises(SourceError):
         SourceOptions(kind="x", **bad).validate()
+
+
+def test_zero_valued_options_are_recorded_for_resume():
+    from rationale_forge.sources import open_source
+
+    described = open_source(SourceOptions(kind="sample", limit=3, seed=0)).describe()
+    assert described["seed"] == 0 and described["limit"] == 3

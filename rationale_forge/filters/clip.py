@@ -53,6 +53,10 @@ class ClipScorer:
             name = Path(name).stem
         if pretrained and pretrained.startswith("local-dir:"):
             name, pretrained = pretrained, None  # open_clip reads config + weights from there
+        elif pretrained and not Path(pretrained).exists():  # a tag: weights from the Hub
+            from ..vlm.local import go_offline_if_unreachable
+
+            go_offline_if_unreachable()
         try:
             self.model, _, self._preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=pretrained, device=self.device
@@ -60,8 +64,8 @@ class ClipScorer:
             self.tokenizer = open_clip.get_tokenizer(name)
         except Exception as exc:  # open_clip raises RuntimeError/OSError/hub errors
             raise ClipUnavailableError(
-                f"cannot load CLIP model '{config.model}' with weights '{config.pretrained}': "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}. Offline? Pass "
+                f"cannot load CLIP model '{config.model}' with weights '{config.pretrained}' "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}). Offline? Pass "
                 f"--clip-pretrained /path/to/weights.bin (or local-dir:/path/to/model), or "
                 f"turn CLIP scoring off with --no-clip"
             ) from exc

@@ -39,9 +39,12 @@ class ImageDeduper:
         mask = (1 << width) - 1
         return [(value >> (i * width)) & mask for i in range(self.bands)]
 
-    def offer(self, key: str, phash: str | None) -> tuple[str | None, int | None]:
-        """Register ``key``; returns (kept twin, distance) when it is a near-duplicate of an
-        earlier kept row, else (None, None) and ``key`` becomes a kept representative."""
+    def offer(
+        self, key: str, phash: str | None, keep: bool = True
+    ) -> tuple[str | None, int | None]:
+        """Returns (kept twin, distance) when ``key`` is a near-duplicate of an earlier kept
+        row, else (None, None) and, with ``keep``, ``key`` becomes a kept representative
+        (rows rejected for other reasons are checked but never stand for a cluster)."""
         if not phash:
             return None, None
         value = int(phash, 16)
@@ -54,6 +57,8 @@ class ImageDeduper:
                     best = (distance, other_key)
         if best is not None:
             return best[1], best[0]
+        if not keep:
+            return None, None
         for i, band in enumerate(bands):
             self._index[i][band].append((value, key))
         return None, None
@@ -82,14 +87,16 @@ class TextDeduper:
         mh.update_batch(list(shingles))
         return mh
 
-    def offer(self, key: str, text: str | None) -> tuple[str | None, float | None]:
+    def offer(
+        self, key: str, text: str | None, keep: bool = True
+    ) -> tuple[str | None, float | None]:
         """Like :meth:`ImageDeduper.offer`, for rationale texts; returns the twin and the
         estimated Jaccard similarity."""
         if not text or not text.strip():
             return None, None
-        return self.offer_hash(key, self.minhash(text))
+        return self.offer_hash(key, self.minhash(text), keep)
 
-    def offer_hash(self, key: str, mh) -> tuple[str | None, float | None]:
+    def offer_hash(self, key: str, mh, keep: bool = True) -> tuple[str | None, float | None]:
         best: tuple[float, str] | None = None
         for other in self._lsh.query(mh):
             similarity = mh.jaccard(self._hashes[other])
@@ -97,6 +104,8 @@ class TextDeduper:
                 best = (similarity, other)
         if best is not None:
             return best[1], best[0]
+        if not keep:
+            return None, None
         self._lsh.insert(key, mh)
         self._hashes[key] = mh
         return None, None

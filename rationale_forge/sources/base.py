@@ -107,7 +107,7 @@ class Source(ABC):
 
     def describe(self) -> dict[str, Any]:
         """What to record in the manifest about this source (no secrets)."""
-        opts = {k: v for k, v in vars(self.options).items() if v not in (None, False)}
+        opts = {k: v for k, v in vars(self.options).items() if v is not None and v is not False}
         return {"kind": self.kind, **opts}
 
     def selected(self) -> Iterator[SourceItem]:

@@ -61,13 +61,26 @@ class HFSource(Source):
                 return datasets.load_from_disk(name)
             if Path(name).is_dir() and (Path(name) / "dataset_dict.json").exists():
                 return datasets.load_from_disk(name)[self.split]
+            if not Path(name).exists():  # a Hub name: fail fast when the Hub is unreachable
+                from ..vlm.local import go_offline_if_unreachable
+
+                go_offline_if_unreachable()
             return datasets.load_dataset(name, split=self.split, streaming=self.options.streaming)
         except (FileNotFoundError, ValueError, KeyError, ConnectionError) as exc:
-            raise SourceError(f"cannot open dataset '{name}' split '{self.split}': {exc}") from exc
+            raise SourceError(self._cannot_open(name, exc)) from exc
         except Exception as exc:  # datasets raises many kinds (DatasetNotFoundError, hub errors)
-            raise SourceError(
-                f"cannot open dataset '{name}' split '{self.split}': {type(exc).__name__}: {exc}"
-            ) from exc
+            raise SourceError(self._cannot_open(name, exc)) from exc
+
+    def _cannot_open(self, name: str, exc: Exception) -> str:
+        hint = (
+            ""
+            if Path(name).exists()
+            else (
+                f". Offline? Download it where there is internet (`hf download {name} "
+                f"--repo-type dataset`) and pass its local folder to --dataset"
+            )
+        )
+        return f"cannot open dataset '{name}' split '{self.split}': {exc}{hint}"
 
     def count(self) -> int | None:
         try:

@@ -13,6 +13,32 @@ from .errors import ModelUnavailableError
 DEFAULT_LOCAL_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub (``HF_ENDPOINT``) answers a TCP connection; when it does
+    not, going offline at once saves the client's minute of retries."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def go_offline_if_unreachable() -> None:
+    """Switch huggingface_hub to offline mode (cached files only, no retries) when the Hub
+    cannot be reached."""
+    if not hub_reachable():
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+
 def resolve_model(model: str) -> str:
     """A local directory holding ``model``: the path itself, the Hugging Face cache, or a
     download. Raises :class:`ModelUnavailableError` saying exactly what to do."""

@@ -199,11 +199,7 @@ class OpenAIBackend:
             ) as exc:
                 status = getattr(exc, "status_code", None)
                 retriable = status is None or status == 429 or status >= 500 or status == 408
-                last_error = (
-                    f"HTTP {status}: {_short(exc)}"
-                    if status
-                    else f"{type(exc).__name__}: {_short(exc)}"
-                )
+                last_error = f"HTTP {status}: {_short(exc)}" if status else _describe(exc)
                 if not retriable or attempt > self.config.max_retries:
                     return self._failed(request, attempt, started, last_error)
                 response_headers = getattr(getattr(exc, "response", None), "headers", None)
@@ -257,11 +253,21 @@ class OpenAIBackend:
         await self.client.close()
 
 
+def _describe(exc: BaseException) -> str:
+    """The error and its underlying cause: the client reports a refused connection as
+    a timeout, and the cause is what tells the user the server is not there."""
+    text = f"{type(exc).__name__}: {_short(exc)}"
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += f" (caused by {type(cause).__name__}: {_short(cause)})"
+    return text
+
+
 def _mentions_response_format(exc: Exception) -> bool:
     text = str(exc).lower()
     return any(w in text for w in ("response_format", "json_schema", "structured", "guided"))
 
 
-def _short(exc: Exception, limit: int = 300) -> str:
+def _short(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).replace("\n", " ")
     return text if len(text) <= limit else text[:limit] + "..."
