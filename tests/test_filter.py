@@ -207,8 +207,10 @@ def test_memory_stays_bounded_as_the_run_grows(tmp_path):
     rss_large = _peak_rss_mb([*cmd, str(large), "--out", str(tmp_path / "fl")])
     done = RunDir(str(tmp_path / "fl"))
     assert done.count_rows("rejected") + done.count_rows("data") == 6000
-    # 4x the rows: what remains is the dedup index (a MinHash per row, about 2 KB)
-    assert rss_large < rss_small + 30, (rss_small, rss_large)
+    # 4x the rows: what grows is only the global dedup index (a hash and a MinHash per
+    # row, about 4 KB; 100,000 rows peak near 600 MB in benchmarks/bench_filter.py)
+    per_row_kb = (rss_large - rss_small) * 1024 / 4500
+    assert per_row_kb < 6, (rss_small, rss_large)
 
 
 def test_bad_settings_and_inputs_are_refused_before_anything_is_written(tmp_path, generated):

@@ -78,14 +78,14 @@ class TextDeduper:
 
     def minhash(self, text: str):
         """The MinHash of ``text``'s word shingles (compute it once, offer it later)."""
-        from datasketch import MinHash
+        from datasketch import LeanMinHash, MinHash
 
         words = _WORD.findall(text.lower())
         n = self.shingle
         shingles = {" ".join(words[i : i + n]).encode() for i in range(max(1, len(words) - n + 1))}
         mh = MinHash(num_perm=self.num_perm, seed=1)
         mh.update_batch(list(shingles))
-        return mh
+        return LeanMinHash(mh)  # hash values only: a few hundred bytes per row held
 
     def offer(
         self, key: str, text: str | None, keep: bool = True
