@@ -49,17 +49,20 @@ from .image_checks import IMAGE_RULES, AspectRatio, ImageSize, TextInImage
 _TOKEN_RE = re.compile(r"[^\W_]+|[.!?;:,]")
 _ASCII_TOKEN_RE = re.compile(r"[a-z0-9]+|[.!?;:,]")  # the same on ASCII text, faster
 _PUNCT = frozenset(".!?;:,")
+#: Entries of the per-text caches: the checks of one row share its tokens, so a few hundred
+#: suffice; a larger cache would only hold old rationales (memory that grows with the run).
+TEXT_CACHE = 512
 _SENTENCE_END = frozenset(".!?;")
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=TEXT_CACHE)
 def tokens(text: str) -> tuple[str, ...]:
     """Lower-cased word, number and punctuation tokens (hyphens and apostrophes split)."""
     low = text.lower()
     return tuple((_ASCII_TOKEN_RE if low.isascii() else _TOKEN_RE).findall(low))
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=TEXT_CACHE)
 def words(text: str) -> tuple[str, ...]:
     """The word and number tokens of ``text``, lower-cased."""
     return tuple(itertools.filterfalse(_PUNCT.__contains__, tokens(text)))
@@ -85,7 +88,7 @@ def noun_form(word: str) -> str:
 _FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=TEXT_CACHE)
 def _text_forms(text: str) -> tuple[tuple[str, ...], frozenset[str]]:
     toks = tokens(text)
     pairs = list(map(_word_forms, toks))
@@ -506,7 +509,7 @@ class LanguageCheck:
 # -- caption coverage ------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=TEXT_CACHE)
 def content_lemmas(text: str) -> frozenset[str]:
     """Lemmas of the content words of ``text``: no stopwords, picture words, colours,
     numbers or spatial words (a stand-in for 'nouns and verbs' without a POS tagger)."""
@@ -567,7 +570,7 @@ _NUMBER_TOKENS: dict[str, int] = {
 }
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=TEXT_CACHE)
 def count_claims(text: str) -> tuple[tuple[int, str], ...]:
     """(count, noun lemma) pairs such as "two dogs" -> (2, "dog"), "3 small cats" ->
     (3, "cat"). For counts above one the noun is the first plural among the next three
@@ -821,7 +824,7 @@ class PhraseMatcher:
             entries.sort(key=lambda e: -len(e[0]))
         self._table = table
         self.categories = frozenset(c for cats in merged.values() for c in cats)
-        self.find = functools.lru_cache(maxsize=4096)(self._find)
+        self.find = functools.lru_cache(maxsize=TEXT_CACHE)(self._find)
 
     def _find(self, text: str) -> tuple[Mention, ...]:
         toks = tokens(text)
@@ -1048,7 +1051,7 @@ def _claim_sets(run: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]] |
     return frozenset(horizontal), frozenset(vertical)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=TEXT_CACHE)
 def position_claims(text: str) -> tuple[PositionClaim, ...]:
     """Absolute coarse positions stated in ``text``: "<prep> the [far] <left|top right|...>
     [side|corner|...] [of the frame]" followed by a pause, a function or placement word.
