@@ -27,6 +27,7 @@ import sys
 from io import BytesIO
 from pathlib import Path
 
+import psutil
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -107,6 +108,7 @@ def main() -> None:
             str(args.concurrency),
         ]
         first = run([*cmd, "--overwrite"], WORK / "generate.log")
+        server_cpu = sum(psutil.Process(server.pid).cpu_times()[:2])
         again = run(cmd, WORK / "rerun.log")
     finally:
         server.terminate()
@@ -124,6 +126,7 @@ def main() -> None:
         ("requests/s", f"{args.n / first['wall']:.1f}"),
         ("CPU ms per request", f"{first['cpu'] / args.n * 1000:.2f}"),
         ("peak RSS (MB)", f"{first['rss_mb']:.0f}"),
+        ("server CPU s (separate process)", f"{server_cpu:.2f}"),
         ("re-run wall (s)", f"{again['wall']:.2f}"),
         ("re-run requests sent", counts["requests"]),
     ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +32,9 @@ from .sources import SourceOptions, open_source
 from .store import RunDir, ShardWriter, recorded_stage
 from .ui import ProgressBar
 from .vlm.base import ERROR_KINDS, Backend, VLMRequest, VLMResult, request_key
+
+#: Prepared rows fetched from the worker threads per hop.
+PREPARED_CHUNK = 32
 
 REFUSAL_OPENERS = (
     "i'm sorry",
@@ -289,29 +293,35 @@ class _Driver:
             getattr(self.backend, "max_in_flight", None) or self.config.concurrency
         )
         tasks: set[asyncio.Task] = set()
-        done = object()
+        failed: list[BaseException] = []
+
+        def settle(task: asyncio.Task) -> None:
+            tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                failed.append(task.exception())
+
+        def take() -> list:  # a chunk per thread hop: one hop per row would pace the loop
+            return list(itertools.islice(prepared, PREPARED_CHUNK))
+
         try:
-            while True:
-                item = await loop.run_in_executor(None, next, prepared, done)
-                if item is done:
-                    break
-                row, request = item
-                if request is None:  # an input error or an undecodable image: no request
-                    self.emit(empty_row(GENERATE_SCHEMA, **row))
-                    continue
-                cached = self.cache.get(request.key)
-                if cached is not None:
-                    out = finish_row(row, cached, self.backend, self.template)
-                    if out["status"] == STATUS_OK or not self.config.retry_failed:
-                        self.stats.cache_hits += 1
-                        self.emit(out)
+            while chunk := await loop.run_in_executor(None, take):
+                for row, request in chunk:
+                    if request is None:  # an input error or an undecodable image
+                        self.emit(empty_row(GENERATE_SCHEMA, **row))
                         continue
-                await slots.acquire()
-                task = asyncio.create_task(self._ask(row, request, slots))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                for t in [t for t in tasks if t.done() and t.exception()]:
-                    raise t.exception()
+                    cached = self.cache.get(request.key)
+                    if cached is not None:
+                        out = finish_row(row, cached, self.backend, self.template)
+                        if out["status"] == STATUS_OK or not self.config.retry_failed:
+                            self.stats.cache_hits += 1
+                            self.emit(out)
+                            continue
+                    await slots.acquire()
+                    if failed:
+                        raise failed[0]
+                    task = asyncio.create_task(self._ask(row, request, slots))
+                    tasks.add(task)
+                    task.add_done_callback(settle)
             if tasks:
                 await asyncio.gather(*tasks)
         finally:

@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import json
 import logging
 import os
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-import openai
+import aiohttp
 from aiolimiter import AsyncLimiter
 
 from ..rationale import json_schema
@@ -53,7 +54,7 @@ class OpenAIConfig:
     structured: str = "auto"  # auto: try response_format, fall back if the server refuses it
 
 
-def retry_after_seconds(headers: httpx.Headers | None) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
     """Seconds the server asked us to wait: ``Retry-After`` (seconds or an HTTP date) or
     ``retry-after-ms``."""
     if not headers:
@@ -88,19 +89,10 @@ class OpenAIBackend:
                     f"that needs none"
                 )
             key = "EMPTY"  # local servers (vLLM, SGLang) accept any key
-        limits = httpx.Limits(
-            max_connections=config.concurrency, max_keepalive_connections=config.concurrency
-        )
-        # aiohttp underneath (openai[aiohttp]): httpx's own pool costs O(in-flight) CPU per
-        # request, about 7x more than aiohttp at 64 requests in flight.
-        http_client_cls = getattr(openai, "DefaultAioHttpClient", httpx.AsyncClient)
-        self.client = openai.AsyncOpenAI(
-            api_key=key,
-            base_url=config.base_url,
-            max_retries=0,
-            timeout=config.timeout,
-            http_client=http_client_cls(limits=limits, timeout=config.timeout),
-        )
+        self._key = key
+        base = (config.base_url or "https://api.openai.com/v1").rstrip("/")
+        self._url = f"{base}/chat/completions"
+        self._session = None  # an aiohttp session, made inside the running event loop
         self.structured = config.structured != "off"
         self._response_format = {
             "type": "json_schema",
@@ -171,16 +163,11 @@ class OpenAIBackend:
             if self.structured:
                 body["response_format"] = self._response_format
             try:
-                # The client's low-level post: its auth, timeouts and typed errors, without
-                # building pydantic models of the request and the answer (~40% of the CPU
-                # per request at high concurrency).
-                response = await self.client.post(
-                    "/chat/completions", body=body, cast_to=httpx.Response
-                )
-                answer = response.json()
-            except openai.BadRequestError as exc:
+                answer = await self._post(body)
+            except _HTTPError as exc:
                 if (
-                    self.structured
+                    exc.status == 400
+                    and self.structured
                     and self.config.structured == "auto"
                     and _mentions_response_format(exc)
                 ):
@@ -188,24 +175,18 @@ class OpenAIBackend:
                     self.structured = False
                     attempt -= 1  # not the request's fault
                     continue
-                return self._failed(request, attempt, started, f"HTTP 400: {_short(exc)}")
-            except (
-                openai.RateLimitError,
-                openai.InternalServerError,
-                openai.APIStatusError,
-                openai.APITimeoutError,
-                openai.APIConnectionError,
-                ValueError,  # a 200 whose body is not JSON: worth another try
-            ) as exc:
-                status = getattr(exc, "status_code", None)
-                retriable = status is None or status == 429 or status >= 500 or status == 408
-                last_error = f"HTTP {status}: {_short(exc)}" if status else _describe(exc)
+                retriable = exc.status in (408, 429) or exc.status >= 500
+                last_error = f"HTTP {exc.status}: {_short(exc)}"
                 if not retriable or attempt > self.config.max_retries:
                     return self._failed(request, attempt, started, last_error)
-                response_headers = getattr(getattr(exc, "response", None), "headers", None)
-                await asyncio.sleep(
-                    self._backoff(attempt - 1, retry_after_seconds(response_headers))
-                )
+                await asyncio.sleep(self._backoff(attempt - 1, retry_after_seconds(exc.headers)))
+                continue
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                # connection refused or reset, a timeout, or a 200 whose body is not JSON
+                last_error = _describe(exc)
+                if attempt > self.config.max_retries:
+                    return self._failed(request, attempt, started, last_error)
+                await asyncio.sleep(self._backoff(attempt - 1, None))
                 continue
             return self._result(request, answer, attempt, started)
 
@@ -249,8 +230,46 @@ class OpenAIBackend:
             result.error = "the server's content filter withheld the answer"
         return result
 
+    async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a chat completion; the parsed JSON answer, or :class:`_HTTPError`.
+
+        Plain aiohttp rather than the openai client: at 64 requests in flight the client's
+        request building and response models cost ~3x the CPU of the HTTP exchange itself,
+        and this loop is what limits throughput against fast servers."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.config.concurrency),
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+                headers={"Authorization": f"Bearer {self._key}"},
+            )
+        async with self._session.post(self._url, json=body) as response:
+            payload = await response.read()
+            if response.status != 200:
+                raise _HTTPError(response.status, response.headers, _error_message(payload))
+        return json.loads(payload)
+
     async def aclose(self) -> None:
-        await self.client.close()
+        if self._session is not None:
+            await self._session.close()
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, headers, message: str):
+        super().__init__(message)
+        self.status, self.headers = status, headers
+
+
+def _error_message(payload: bytes) -> str:
+    """The server's error message (OpenAI-style ``{"error": {"message": ...}}`` or text)."""
+    try:
+        error = json.loads(payload).get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if error:
+            return str(error)
+    except (ValueError, AttributeError):
+        pass
+    return payload.decode("utf-8", "replace")[:300]
 
 
 def _describe(exc: BaseException) -> str:
