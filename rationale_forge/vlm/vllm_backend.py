@@ -52,7 +52,7 @@ class VLLMBackend(MicroBatching):
             temperature=temperature,
             top_p=top_p,
             max_tokens=max_tokens,
-            **_structured_params(json_schema()),
+            **_structured_params(json_schema(bounded=True)),
         )
 
     @classmethod
