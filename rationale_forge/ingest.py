@@ -81,7 +81,7 @@ def materialize(
         row.update(status=STATUS_ERROR, error_kind=error_kind, error=f"{where}: {message}")
         return row, 0
 
-    if item.error_kind:
+    if item.error_kind and item.read is None and item.data is None:  # no image to read
         row.update(status=STATUS_ERROR, error_kind=item.error_kind, error=item.error)
         return row, 0
     try:
@@ -108,6 +108,9 @@ def materialize(
         format=info.format,
         mode=info.mode,
     )
+    if item.error_kind:  # a bad record around a good image (e.g. a non-UTF-8 caption):
+        # the row is an error, but the image and its identity are kept
+        row.update(status=STATUS_ERROR, error_kind=item.error_kind, error=item.error)
     return row, len(data)
 
 

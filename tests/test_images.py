@@ -294,8 +294,11 @@ def test_ingest_folder_end_to_end(tmp_path):
             assert row["status"] == "error", key
             assert row["error_kind"] == want.error_kind, (key, row["error"])
             assert want.names in row["error"], (key, row["error"])
-            assert row["image"] is None
-            assert row["width"] is None and row["height"] is None
+            if want.error_kind == "caption_encoding":  # the image itself is fine: kept
+                assert row["image"]["bytes"] == original and row["image_id"] == sha256(original)
+            else:
+                assert row["image"] is None
+                assert row["width"] is None and row["height"] is None
 
     bad = {k: w for k, w in expected.items() if isinstance(w, fx.Bad)}
     want_kinds = Counter(w.error_kind for w in bad.values())
@@ -306,8 +309,10 @@ def test_ingest_folder_end_to_end(tmp_path):
     assert counts["rows"] == len(expected)
     assert counts["ok"] == len(expected) - len(bad)
     assert counts["errors"] == len(bad)
-    assert counts["bytes"] == sum(
-        (data_dir / k).stat().st_size for k, w in expected.items() if isinstance(w, fx.Good)
+    assert counts["bytes"] == sum(  # the image bytes stored: good rows and caption errors
+        (data_dir / k).stat().st_size
+        for k, w in expected.items()
+        if isinstance(w, fx.Good) or w.error_kind == "caption_encoding"
     )
     manifest = RunDir(out).read_manifest()["stages"]["ingest"]
     assert manifest["status"] == "done"

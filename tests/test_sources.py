@@ -115,6 +115,7 @@ def test_folder_captions_from_txt_json_or_none(tmp_path):
     assert by_key["sub/c.webp"]["error_kind"] == "empty"
     assert by_key["d.jpg"]["error_kind"] == "caption_encoding"
     assert "d.txt" in by_key["d.jpg"]["error"] and "UTF-8" in by_key["d.jpg"]["error"]
+    assert by_key["d.jpg"]["image_id"] and by_key["d.jpg"]["image"]["bytes"]  # image kept
     assert stats.errors == {"empty": 1, "caption_encoding": 1}
 
 
