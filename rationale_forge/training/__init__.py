@@ -1,0 +1,1 @@
+"""Training: Janus-Pro SFT and GRPO on TRL."""

@@ -1,0 +1,180 @@
+"""A Janus-Pro checkpoint and the few operations on it that training and sampling share.
+
+Janus is one Llama that reads and writes two kinds of tokens: text tokens (embedded by the
+language model's table, predicted by ``lm_head``) and VQ image codes (embedded by the
+generation embedding + aligner, predicted by the separate generation head). Transformers'
+``forward()`` applies only the text head, so everything here works on the language model's
+hidden states and routes each position to the right embedding and head.
+
+A sequence is described by ``input_ids`` plus ``image_mask`` (True where the id is a VQ
+code, not a text token): the ids overlap, the mask tells them apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+__all__ = ["JanusBundle", "load_janus", "to_model_image", "to_pil"]
+
+DEFAULT_INSTRUCTION = (
+    "First think about the layout, style and composition of the image, then draw it."
+)
+
+
+@dataclass
+class JanusBundle:
+    """A loaded checkpoint: model, processor and the ids and sizes the trainer needs."""
+
+    model: Any  # JanusForConditionalGeneration
+    processor: Any  # JanusProcessor
+    path: str
+
+    def __post_init__(self) -> None:
+        tok = self.processor.tokenizer
+        self.tokenizer = tok
+        self.bos_id = _token_id(tok, tok.bos_token, "BOS")
+        self.eos_id = _token_id(tok, tok.eos_token, "EOS")
+        self.pad_id = _token_id(tok, tok.pad_token or tok.eos_token, "pad")
+        self.boi_id = _token_id(tok, getattr(tok, "boi_token", None) or "<begin_of_image>", "BOI")
+        self.eoi_id = _token_id(tok, getattr(tok, "eoi_token", None) or "<end_of_image>", "EOI")
+        vq = self.model.config.vq_config
+        grid = vq.num_patches
+        self.image_tokens = grid * grid
+        self.image_size = grid * 2 ** (len(vq.channel_multiplier) - 1)
+        self.codebook = vq.num_embeddings
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- text ------------------------------------------------------------------------------
+    def prompt_text(self, prompt: str, instruction: str | None = DEFAULT_INSTRUCTION) -> str:
+        """The chat-formatted user turn, ending where the assistant starts writing."""
+        content = f"{prompt}\n{instruction}" if instruction else prompt
+        messages = [{"role": "user", "content": [{"type": "text", "text": content}]}]
+        template = getattr(self.processor, "chat_template", None)
+        if template:
+            return self.processor.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+            )
+        return f"<|User|>: {content}\n\n<|Assistant|>:"
+
+    def encode_text(self, text: str, bos: bool = False) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return [self.bos_id, *ids] if bos else list(ids)
+
+    def prompt_ids(self, prompt: str, instruction: str | None = DEFAULT_INSTRUCTION) -> list[int]:
+        """BOS + the chat-formatted prompt."""
+        return self.encode_text(self.prompt_text(prompt, instruction), bos=True)
+
+    # -- embeddings and heads ------------------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
+        """Input embeddings: text ids through the text table, VQ codes through the aligner."""
+        text = self.model.get_input_embeddings()(torch.where(image_mask, self.pad_id, input_ids))
+        if not bool(image_mask.any()):
+            return text
+        codes = torch.where(image_mask, input_ids, 0)
+        image = self.model.prepare_embeddings_for_image_generation(codes)
+        return torch.where(image_mask.unsqueeze(-1), image.to(text.dtype), text)
+
+    def hidden(
+        self,
+        embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: Any = None,
+        use_cache: bool = False,
+    ):
+        """Run the language model on embeddings; returns its output (hidden states, cache)."""
+        return self.model.model.language_model(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+        )
+
+    def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(hidden)
+
+    def image_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.model.generation_head(hidden)
+
+    # -- images --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        """VQ codes (B, image_tokens) of PIL images (resized and centre-cropped first)."""
+        pixels = torch.stack([to_model_image(im, self.image_size) for im in images])
+        vq = self.model.model.vqmodel
+        pixels = pixels.to(self.device, next(vq.parameters()).dtype)
+        codes = vq.encode(pixels).image_tokens
+        return codes.view(len(images), -1).cpu()
+
+    @torch.no_grad()
+    def decode_images(self, codes: torch.Tensor) -> list[Image.Image]:
+        """PIL images from VQ codes (B, image_tokens)."""
+        pixels = self.model.decode_image_tokens(codes.to(self.device))
+        return [to_pil(p) for p in pixels]
+
+
+def _token_id(tokenizer, token: str | None, what: str) -> int:
+    ids = tokenizer.convert_tokens_to_ids(token) if token else None
+    if ids is None or ids == tokenizer.unk_token_id:
+        raise ValueError(f"the tokenizer has no {what} token ({token!r}); is this a Janus model?")
+    return int(ids)
+
+
+def to_model_image(image: Image.Image, side: int) -> torch.Tensor:
+    """Resize the short side to ``side``, centre-crop, scale to [-1, 1]; (3, side, side)."""
+    image = image.convert("RGB")
+    w, h = image.size
+    scale = side / min(w, h)
+    image = image.resize(
+        (max(side, round(w * scale)), max(side, round(h * scale))), Image.Resampling.BICUBIC
+    )
+    w, h = image.size
+    left, top = (w - side) // 2, (h - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return data.view(side, side, 3).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+def to_pil(pixels: torch.Tensor) -> Image.Image:
+    """(H, W, 3) in [-1, 1] -> PIL RGB (the processor's own post-processing is not used)."""
+    array = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+    return Image.fromarray(array, "RGB")
+
+
+def load_janus(
+    model_path: str | Path, device: str | torch.device | None = None, dtype: Any = None
+) -> JanusBundle:
+    """Load a Hugging Face-format Janus-Pro checkpoint (a directory or a Hub id).
+
+    ``device`` defaults to CUDA when available; ``dtype`` to float32 (training keeps fp32
+    master weights and autocasts to bf16 on GPU).
+    """
+    from transformers import JanusForConditionalGeneration, JanusProcessor
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        processor = JanusProcessor.from_pretrained(str(model_path))
+        model = JanusForConditionalGeneration.from_pretrained(
+            str(model_path), dtype=dtype or torch.float32
+        )
+    except OSError as err:
+        raise FileNotFoundError(
+            f"cannot load a Janus checkpoint from {model_path}: {err}. Pass a directory with "
+            "config.json and the processor files, or a Hub id such as "
+            "deepseek-community/Janus-Pro-1B."
+        ) from err
+    model.to(device)
+    return JanusBundle(model=model, processor=processor, path=str(model_path))
