@@ -518,6 +518,80 @@ def report_cmd(
     console.print(f"[bold green]report:[/] {path}")
 
 
+def print_export_summary(stats, out: str) -> None:
+    rows = [(f"{split} rows", n) for split, n in stats.rows.items()]
+    rows += [(f"{split} shards", len(files)) for split, files in stats.shards.items()]
+    rows += [
+        ("image groups", stats.groups),
+        ("rows sharing a group", stats.grouped_rows),
+        ("format", stats.format),
+        ("data size", human_bytes(stats.bytes)),
+        ("seconds", stats.seconds),
+    ]
+    console.print(summary_table(f"export -> {out}", rows))
+    console.print(f"[bold green]dataset:[/] {out}  [bold green]card:[/] {stats.card}")
+
+
+@app.command("export")
+def export_cmd(
+    filtered_dir: Annotated[str, typer.Argument(help="a filtered run (from `forge filter`)")],
+    out: Annotated[str, typer.Option(help="dataset folder to write (local path)")],
+    test_size: Annotated[
+        float, typer.Option(help="share of image groups in the test split (0: train only)")
+    ] = 0.05,
+    format: Annotated[
+        str,
+        typer.Option(
+            help="forge (every column, the trainer's layout) or reasongen (the public "
+            "ReasonGen-R1 SFT layout: brief/detailed caption, augmented_prompts/cots structs)"
+        ),
+    ] = "forge",
+    seed: Annotated[int, typer.Option(help="seed of the split hash")] = 0,
+    max_shard_mb: Annotated[
+        int, typer.Option(help="largest Parquet shard in MB (the Hub suggests <= 500)")
+    ] = 500,
+    rows_per_shard: Annotated[int | None, typer.Option(help="also cap the rows per shard")] = None,
+    phash_distance: Annotated[
+        int | None,
+        typer.Option(
+            help="images within this many perceptual-hash bits stay in one split "
+            "(default: the filter's --phash-distance)"
+        ),
+    ] = None,
+    license: Annotated[
+        str | None,
+        typer.Option(help="license id for the card (default: the source corpus's, else 'other')"),
+    ] = None,
+    pretty_name: Annotated[str | None, typer.Option(help="dataset title for the card")] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace OUT even if it holds something else")
+    ] = False,
+) -> None:
+    """Export the kept rows as a Hub-ready dataset: train/test split by image (near-
+    duplicates kept together), Parquet shards, and a dataset card (README.md).
+
+    `datasets.load_dataset(OUT)` loads it; `forge push-to-hub OUT` publishes it.
+    """
+    from .export import ExportConfig, ExportError, export
+
+    config = ExportConfig(
+        test_size=test_size,
+        format=format,
+        seed=seed,
+        max_shard_bytes=max_shard_mb << 20,
+        rows_per_shard=rows_per_shard,
+        phash_distance=phash_distance,
+        license=license,
+        pretty_name=pretty_name,
+        overwrite=overwrite,
+    )
+    try:
+        stats = export(filtered_dir, out, config)
+    except ExportError as exc:
+        _fail(str(exc))
+    print_export_summary(stats, out)
+
+
 @app.command("demo")
 def demo_cmd(
     out: Annotated[str, typer.Option(help="where to write the demo runs")] = "runs/demo",

@@ -1,0 +1,964 @@
+"""The export stage: a filtered run -> a Hub-ready dataset folder.
+
+::
+
+    DATASET_DIR/
+      README.md                                 dataset card (YAML front matter + stats)
+      data/train-00000-of-00002.parquet         Parquet shards named as the Hub expects
+      data/train-00001-of-00002.parquet
+      data/test-00000-of-00001.parquet
+      .forge/export.json                        what was exported from what (not uploaded)
+
+The train/test split is decided per *group* of images: rows with the same image, rows
+linked by ``duplicate_of`` and rows whose perceptual hashes are within ``phash_distance``
+bits (transitively) form one group, and a group goes to the test split when a stable hash
+of its smallest ``image_id`` (and the seed) falls under ``test_size``. So no image, nor a
+near-duplicate of it, is in both splits, and the split is the same on every run and
+machine, whatever the row order or shard layout of the input.
+
+Two passes over the kept rows: the first reads four small columns to group and assign;
+the second streams the rows into the shards. Memory holds a few bytes per row, not rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import posixpath
+import shutil
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .features import Features, Image, List, Value
+from .provenance import redact_argv
+from .report import reason_check
+from .store import RunDir
+from .ui import ProgressBar
+
+FORMATS = ("forge", "reasongen")
+STATE = ".forge/export.json"
+
+#: ``--format forge``: the columns the SFT trainer reads (names are part of the contract).
+FORGE_FEATURES = Features(
+    {
+        "image": Image(),
+        "image_id": Value("string"),
+        "key": Value("string"),
+        "source": Value("string"),
+        "width": Value("int32"),
+        "height": Value("int32"),
+        "captions": List(Value("string")),
+        "caption": Value("string"),
+        "rationale": Value("string"),
+        "layout": Value("string"),
+        "style": Value("string"),
+        "composition": Value("string"),
+        "short_caption": Value("string"),
+        "paraphrases": List(Value("string")),
+        "tags": List(Value("string")),
+        "object_prompts": List(Value("string")),
+        "varied_captions": List(Value("string")),
+        "step_by_step": Value("string"),
+        "object_centric": List(Value("string")),
+        "region_descriptions": List(Value("string")),
+        "model": Value("string"),
+        "prompt_hash": Value("string"),
+        "score_clip_caption": Value("float32"),
+        "score_clip_rationale_mean": Value("float32"),
+    }
+)
+
+#: ``--format reasongen``: the layout of the public ReasonGen-R1 SFT set.
+REASONGEN_FEATURES = Features(
+    {
+        "image": Image(),
+        "brief_caption": Value("string"),
+        "detailed_caption": Value("string"),
+        "augmented_prompts": {
+            "short_caption": Value("string"),
+            "paraphrases": List(Value("string")),
+            "tags": List(Value("string")),
+            "varied_captions": List(Value("string")),
+            "object_prompts": List(Value("string")),
+        },
+        "augmented_cots": {
+            "step_by_step": Value("string"),
+            "object_centric": List(Value("string")),
+            "region_descriptions": List(Value("string")),
+            "tags": List(Value("string")),
+        },
+    }
+)
+
+#: What each column holds, for the dataset card.
+COLUMN_DOCS = {
+    "forge": {
+        "image": "the image (original bytes, never re-encoded); decodes to a PIL image",
+        "image_id": "sha256 of the image bytes",
+        "key": "the row's identity in its source corpus (path, COCO id, ...)",
+        "source": "source corpus kind (coco, folder, hf, parquet, jsonl, webdataset, sample)",
+        "width": "width in pixels, as displayed (after EXIF orientation)",
+        "height": "height in pixels, as displayed",
+        "captions": "every caption the corpus has for the image",
+        "caption": "the first caption (null when there is none)",
+        "rationale": "what the generator thinks through before drawing: layout, style, "
+        "composition, key details",
+        "layout": "where things are in the frame",
+        "style": "medium, palette, lighting, mood",
+        "composition": "viewpoint, framing, balance",
+        "short_caption": "a short prompt for the image",
+        "paraphrases": "the prompt reworded",
+        "tags": "tag-style prompt terms",
+        "object_prompts": "prompts naming the main objects",
+        "varied_captions": "captions of varied length and focus",
+        "step_by_step": "the rationale written as numbered steps",
+        "object_centric": "the rationale as one description per object",
+        "region_descriptions": "the rationale as one description per region of the frame",
+        "model": "the vision-language model that wrote the rationale",
+        "prompt_hash": "content hash of the prompt template it was asked with",
+        "score_clip_caption": "CLIP image-caption cosine similarity",
+        "score_clip_rationale_mean": "CLIP image-rationale cosine (mean over the "
+        "rationale's 77-token chunks)",
+    },
+    "reasongen": {
+        "image": "the image (original bytes); decodes to a PIL image",
+        "brief_caption": "the corpus caption (the short prompt when the corpus has none)",
+        "detailed_caption": "the rationale: what the generator thinks through before drawing",
+        "augmented_prompts": "struct: short_caption, paraphrases[], tags[], varied_captions[], "
+        "object_prompts[]",
+        "augmented_cots": "struct: step_by_step, object_centric[], region_descriptions[], tags[]",
+    },
+}
+
+#: Licenses of the corpora this tool reads, where the corpus has one license.
+SOURCE_LICENSES = {
+    # COCO annotations are CC BY 4.0; each image keeps its own Flickr license (see the card).
+    "coco": "cc-by-4.0",
+    "sample": "apache-2.0",  # drawn by this project
+}
+
+QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+
+
+class ExportError(Exception):
+    """The input is not a filtered run, or the output cannot be written."""
+
+
+@dataclass
+class ExportConfig:
+    """How to export; the CLI and ``forge run`` build one of these."""
+
+    test_size: float = 0.05  # fraction of image groups in the test split (0: train only)
+    format: str = "forge"
+    seed: int = 0
+    max_shard_bytes: int = 500 << 20  # the Hub's recommended upper size of a Parquet file
+    rows_per_shard: int | None = None  # also cap rows per shard (None: bytes only)
+    row_group_rows: int = 100  # small row groups: the dataset viewer reads images row-group-wise
+    phash_distance: int | None = None  # None: the filter's --phash-distance (default 4)
+    license: str | None = None  # None: from the source corpus ("other" when unknown)
+    pretty_name: str | None = None
+    examples: int = 3  # example rows shown in the card
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if self.format not in FORMATS:
+            raise ExportError(f"unknown format '{self.format}'; choose one of {', '.join(FORMATS)}")
+        if not 0 <= self.test_size < 1:
+            raise ExportError(f"--test-size must be in [0, 1), got {self.test_size}")
+        if self.max_shard_bytes <= 0 or (
+            self.rows_per_shard is not None and self.rows_per_shard < 1
+        ):
+            raise ExportError("shard limits must be positive")
+        if self.phash_distance is not None and not 0 <= self.phash_distance <= 32:
+            raise ExportError(f"phash distance must be in [0, 32], got {self.phash_distance}")
+
+    def output_config(self) -> dict[str, Any]:
+        """What shapes the dataset (a rerun with the same values and input is a no-op)."""
+        return {k: v for k, v in asdict(self).items() if k != "overwrite"}
+
+
+@dataclass
+class ExportStats:
+    out: str = ""
+    format: str = "forge"
+    rows: dict[str, int] = field(default_factory=dict)
+    shards: dict[str, list[str]] = field(default_factory=dict)
+    groups: int = 0
+    grouped_rows: int = 0  # rows that share a group with at least one other row
+    bytes: int = 0
+    seconds: float = 0.0
+    card: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+# -- reading the filtered run ------------------------------------------------------------
+def open_filtered(filtered_dir: str) -> tuple[RunDir, dict[str, Any]]:
+    """The filtered run and its manifest; a clear error when ``filtered_dir`` is not one."""
+    run = RunDir(filtered_dir)
+    if not run.exists():
+        raise ExportError(f"{filtered_dir}: no such directory")
+    manifest = run.read_manifest()
+    stage = (manifest.get("stages") or {}).get("filter")
+    names = run.schema().names
+    if not stage or ("reject_reasons" not in names and not run.shards("rejected")):
+        have = ", ".join(sorted(manifest.get("stages") or {})) or "no manifest stages"
+        raise ExportError(
+            f"{filtered_dir} is not a filtered run (manifest.json has {have}, no 'filter' "
+            f"stage): run `forge filter RUN --out FILTERED` and export FILTERED"
+        )
+    if stage.get("status") not in (None, "done"):
+        raise ExportError(
+            f"{filtered_dir}: the filter stage is '{stage.get('status')}', not done; "
+            f"rerun the same `forge filter` command to finish it"
+        )
+    if not run.shards("data"):
+        raise ExportError(f"{filtered_dir}: no kept rows (data/part-*.parquet) to export")
+    missing = {"image", "image_id", "key", "rationale"} - set(names)
+    if missing:
+        raise ExportError(f"{filtered_dir}: kept rows lack column(s) {', '.join(sorted(missing))}")
+    return run, manifest
+
+
+def upstream_stages(run: RunDir, manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every stage record that made this run: its own manifest's stages, then those of the
+    runs named by ``config.input`` (generate -> ingest), as far as they can be read."""
+    stages = dict(manifest.get("stages") or {})
+    seen = {run.url}
+    frontier = [s.get("config", {}).get("input") for s in stages.values()]
+    while frontier:
+        url = frontier.pop()
+        if not isinstance(url, str) or url in seen:
+            continue
+        seen.add(url)
+        try:
+            upstream = RunDir(url).read_manifest()
+        except (OSError, ValueError):  # moved or unreadable: provenance stays partial
+            continue
+        for name, record in (upstream.get("stages") or {}).items():
+            if name not in stages:
+                stages[name] = record
+                frontier.append((record.get("config") or {}).get("input"))
+    return stages
+
+
+def _mask(value: Any) -> Any:
+    """URL credentials masked in any string of ``value``."""
+    if isinstance(value, str):
+        return redact_argv([value])[0]
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return value
+
+
+def provenance(stages: dict[str, dict[str, Any]], version: str | None) -> dict[str, Any]:
+    """What the card says about how the data was made. A whitelist: commands, environment
+    variable names, endpoints' credentials and anything else not named here stay out."""
+    gen = (stages.get("generate") or {}).get("config") or {}
+    flt = (stages.get("filter") or {}).get("config") or {}
+    source = ((stages.get("ingest") or {}).get("config") or {}).get("source") or gen.get("source")
+    # Local paths mean nothing to a reader of the card (and may name the user): only
+    # remote corpus locations are kept.
+    source = {
+        k: v
+        for k, v in (source or {}).items()
+        if k not in ("num_shards", "shard_index") and (k != "data_dir" or "://" in str(v))
+    }
+    return _mask(
+        {
+            "source": source or None,
+            "vlm": {
+                "backend": gen.get("backend"),
+                "model": gen.get("model"),
+                "params": gen.get("params"),
+                "prompt_template": gen.get("prompt_template"),
+                "prompt_hash": gen.get("prompt_hash"),
+            }
+            if gen
+            else None,
+            "filter": {
+                k: flt.get(k)
+                for k in (
+                    "preset",
+                    "checks",
+                    "params",
+                    "clip",
+                    "clip_model",
+                    "clip_pretrained",
+                    "min_clip_caption",
+                    "min_clip_rationale",
+                    "clip_keep_top",
+                    "dedup_images",
+                    "phash_distance",
+                    "dedup_rationales",
+                    "rationale_similarity",
+                )
+                if k in flt
+            },
+            "filter_thresholds": (stages.get("filter") or {}).get("thresholds") or {},
+            "versions": {
+                "rationale-forge": version,
+                **{
+                    k: v
+                    for k, v in ((stages.get("filter") or {}).get("versions") or {}).items()
+                    if k in ("datasets", "pyarrow", "open_clip_torch", "transformers", "vllm")
+                },
+            },
+        }
+    )
+
+
+def source_license(source: dict[str, Any] | None) -> str:
+    """The source corpus's license identifier, ``other`` when it is not known."""
+    return SOURCE_LICENSES.get((source or {}).get("kind"), "other")
+
+
+# -- the split -----------------------------------------------------------------------------
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = np.arange(n, dtype=np.int64)
+
+    def find(self, i: int) -> int:
+        parent = self.parent
+        root = i
+        while parent[root] != root:
+            root = parent[root]
+        while parent[i] != root:  # path compression
+            parent[i], i = root, parent[i]
+        return int(root)
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _near_pairs(values: np.ndarray, distance: int) -> list[tuple[int, int]]:
+    """Index pairs of distinct 64-bit hashes within ``distance`` bits. Multi-index hashing:
+    cut the hash into ``distance + 1`` bands; two hashes that close share a band exactly
+    (pigeonhole), so only hashes in the same band bucket are compared (vectorised)."""
+    pairs: list[tuple[int, int]] = []
+    if len(values) < 2:
+        return pairs
+    bands = distance + 1
+    width = -(-64 // bands)
+    for b in range(bands):
+        band = (values >> np.uint64(b * width)) & np.uint64((1 << width) - 1)
+        order = np.argsort(band, kind="stable")
+        sorted_band = band[order]
+        starts = np.flatnonzero(np.r_[True, sorted_band[1:] != sorted_band[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        for s, e in zip(starts, ends, strict=True):
+            if e - s < 2:
+                continue
+            idx = order[s:e]
+            for lo in range(0, len(idx), 1024):  # bounded memory for large buckets
+                block = idx[lo : lo + 1024]
+                bits = np.bitwise_count(values[block][:, None] ^ values[idx][None, :])
+                for i, j in zip(*np.nonzero(bits <= distance), strict=True):
+                    a, c = int(block[i]), int(idx[j])
+                    if a < c:
+                        pairs.append((a, c))
+    return pairs
+
+
+def stable_fraction(image_id: str, seed: int) -> float:
+    """A number in [0, 1) from the image id and seed, the same on every machine."""
+    digest = hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass
+class SplitPlan:
+    is_test: np.ndarray  # per input row (in reading order)
+    groups: int
+    grouped_rows: int
+
+
+def plan_split(
+    image_ids: list[str],
+    keys: list[str],
+    phashes: list[str | None],
+    duplicate_of: list[str | None],
+    test_size: float,
+    seed: int,
+    distance: int,
+) -> SplitPlan:
+    """Group rows (same image, ``duplicate_of`` links, perceptual hashes within
+    ``distance`` bits) and send each group to test when the stable hash of its smallest
+    image id is under ``test_size``. When that leaves one split empty though there are two
+    groups or more, the group with the smallest (largest) hash moves, so a tiny dataset
+    still gets both splits; the choice depends on the ids only, never on row order."""
+    n = len(image_ids)
+    uf = _UnionFind(n)
+    first: dict[str, int] = {}
+    for i, image_id in enumerate(image_ids):
+        j = first.setdefault(image_id, i)
+        if j != i:
+            uf.union(i, j)
+    by_key = {k: i for i, k in enumerate(keys)}
+    for i, twin in enumerate(duplicate_of):
+        if twin is not None and twin in by_key:
+            uf.union(i, by_key[twin])
+    # Perceptual hashes: equal hashes first, then near pairs among the distinct values.
+    unique: dict[int, int] = {}
+    for i, ph in enumerate(phashes):
+        if not ph:
+            continue
+        value = int(ph, 16)
+        j = unique.setdefault(value, i)
+        if j != i:
+            uf.union(i, j)
+    if distance > 0 and len(unique) > 1:
+        values = np.fromiter(unique.keys(), dtype=np.uint64, count=len(unique))
+        rows = list(unique.values())
+        for a, b in _near_pairs(values, distance):
+            uf.union(rows[a], rows[b])
+    roots = np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
+    smallest: dict[int, str] = {}
+    for i, root in enumerate(roots.tolist()):
+        if root not in smallest or image_ids[i] < smallest[root]:
+            smallest[root] = image_ids[i]
+    fraction = {root: stable_fraction(image_id, seed) for root, image_id in smallest.items()}
+    test_roots = {root for root, f in fraction.items() if f < test_size}
+    if test_size > 0 and len(fraction) >= 2:
+        if not test_roots:
+            test_roots.add(min(fraction, key=lambda r: (fraction[r], smallest[r])))
+        elif len(test_roots) == len(fraction):
+            test_roots.discard(max(fraction, key=lambda r: (fraction[r], smallest[r])))
+    is_test = np.isin(roots, np.fromiter(test_roots, dtype=np.int64, count=len(test_roots)))
+    sizes = Counter(roots.tolist())
+    return SplitPlan(is_test, len(sizes), sum(c for c in sizes.values() if c > 1))
+
+
+# -- rows in the output layout -------------------------------------------------------------
+def _image(row: dict[str, Any]) -> dict[str, Any]:
+    """The image struct with a bare file name (never the local path it was read from)."""
+    image = row.get("image") or {}
+    path = image.get("path")
+    name = posixpath.basename(path.replace("\\", "/")) if path else None
+    if not name:
+        name = f"{row.get('image_id')}.{(row.get('format') or 'jpg').lower()}"
+    return {"bytes": image.get("bytes"), "path": name}
+
+
+def forge_row(row: dict[str, Any]) -> dict[str, Any]:
+    captions = row.get("captions") or []
+    out = {name: row.get(name) for name in FORGE_FEATURES}
+    out.update(image=_image(row), captions=captions, caption=captions[0] if captions else None)
+    for name, feature in FORGE_FEATURES.items():
+        if isinstance(feature, List) and out[name] is None:
+            out[name] = []
+    return out
+
+
+def reasongen_row(row: dict[str, Any]) -> dict[str, Any]:
+    captions = row.get("captions") or []
+
+    def strings(name: str) -> list[str]:
+        return list(row.get(name) or [])
+
+    return {
+        "image": _image(row),
+        "brief_caption": captions[0] if captions else row.get("short_caption"),
+        "detailed_caption": row.get("rationale"),
+        "augmented_prompts": {
+            "short_caption": row.get("short_caption"),
+            "paraphrases": strings("paraphrases"),
+            "tags": strings("tags"),
+            "varied_captions": strings("varied_captions"),
+            "object_prompts": strings("object_prompts"),
+        },
+        "augmented_cots": {
+            "step_by_step": row.get("step_by_step"),
+            "object_centric": strings("object_centric"),
+            "region_descriptions": strings("region_descriptions"),
+            "tags": strings("tags"),
+        },
+    }
+
+
+LAYOUTS = {"forge": (FORGE_FEATURES, forge_row), "reasongen": (REASONGEN_FEATURES, reasongen_row)}
+
+
+# -- writing shards ------------------------------------------------------------------------
+class SplitWriter:
+    """Streams one split's rows into Parquet shards of at most ``max_bytes`` (and
+    ``max_rows``), in small row groups, under temporary names; ``finish()`` names them
+    ``{split}-{i:05d}-of-{n:05d}.parquet`` once the count is known."""
+
+    def __init__(
+        self,
+        folder: Path,
+        split: str,
+        schema: pa.Schema,
+        max_bytes: int,
+        max_rows: int | None,
+        row_group_rows: int,
+    ):
+        self.folder, self.split, self.schema = folder, split, schema
+        self.max_bytes, self.max_rows, self.row_group_rows = max_bytes, max_rows, row_group_rows
+        self._writer: pq.ParquetWriter | None = None
+        self._parts: list[Path] = []
+        self._buffer: list[dict[str, Any]] = []
+        self._shard_bytes = self._shard_rows = 0
+        self.rows = self.bytes = 0
+
+    def write(self, row: dict[str, Any], nbytes: int) -> None:
+        if self._writer is not None and (
+            self._shard_bytes + nbytes > self.max_bytes
+            or (self.max_rows is not None and self._shard_rows >= self.max_rows)
+        ):
+            self._close_shard()
+        self._buffer.append(row)
+        self._shard_bytes += nbytes
+        self._shard_rows += 1
+        self.rows += 1
+        self.bytes += nbytes
+        if self._writer is None:
+            path = self.folder / f".{self.split}-{len(self._parts):05d}.tmp"
+            self._writer = pq.ParquetWriter(path, self.schema, compression="zstd")
+            self._parts.append(path)
+        if len(self._buffer) >= self.row_group_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer and self._writer is not None:
+            self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
+            self._buffer = []
+
+    def _close_shard(self) -> None:
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
+        self._shard_bytes = self._shard_rows = 0
+
+    def finish(self) -> list[str]:
+        self._close_shard()
+        n = len(self._parts)
+        names = []
+        for i, part in enumerate(self._parts):
+            name = f"{self.split}-{i:05d}-of-{n:05d}.parquet"
+            part.rename(self.folder / name)
+            names.append(f"data/{name}")
+        return names
+
+
+def _row_bytes(row: dict[str, Any]) -> int:
+    """Approximate stored size of a row: its image bytes plus its text."""
+    image = (row.get("image") or {}).get("bytes") or b""
+    text = sum(len(v) for v in row.values() if isinstance(v, str))
+    return len(image) + text + 64
+
+
+# -- statistics for the card ---------------------------------------------------------------
+def quantiles(values: list[float]) -> list[float] | None:
+    finite = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if not finite.size:
+        return None
+    return [float(q) for q in np.quantile(finite, QUANTILES)]
+
+
+def rejection_counts(run: RunDir) -> tuple[int, Counter]:
+    """Rows in ``rejected/`` and how many each check rejected (a row counts once per
+    check)."""
+    total, by_check = 0, Counter()
+    for batch in run.iter_batches("rejected", columns=["reject_reasons"], batch_size=8192):
+        total += batch.num_rows
+        for reasons in batch.column(0).to_pylist():
+            by_check.update({reason_check(r) for r in reasons or ()})
+    return total, by_check
+
+
+def size_category(n: int) -> str:
+    for limit, label in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+        (100_000_000, "10M<n<100M"),
+        (1_000_000_000, "100M<n<1B"),
+    ):
+        if n < limit:
+            return label
+    return "n>1T" if n >= 10**12 else "1B<n<10B"
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:.{digits}f}"
+
+
+def _md(text: Any) -> str:
+    """A value safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def card_body(
+    *,
+    title: str,
+    config: ExportConfig,
+    stats: ExportStats,
+    kept: int,
+    rejected: int,
+    by_check: Counter,
+    score_q: dict[str, list[float] | None],
+    prov: dict[str, Any],
+    license_id: str,
+    examples: list[dict[str, Any]],
+) -> str:
+    total = kept + rejected
+    lines = [f"# {title}", ""]
+    lines += [
+        'A "think, then draw" dataset: for every image, a vision-language model wrote the '
+        "*rationale* an image generator should think through before drawing it (layout, "
+        "style, composition, key details) and prompt variants, after ReasonGen-R1. Rows were "
+        "filtered with CLIP scores and rule checks; the split is by image, near-duplicates "
+        "kept together. Made with rationale-forge.",
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "import datasets",
+        "",
+        'ds = datasets.load_dataset("REPO_OR_DIR")  # this repository or the exported folder',
+        'row = ds["train"][0]',
+        'row["image"]  # a PIL image',
+    ]
+    if config.format == "forge":
+        lines.append('row["rationale"], row["short_caption"]')
+    else:
+        lines.append('row["detailed_caption"], row["augmented_prompts"]["short_caption"]')
+    lines += ["```", "", "## Statistics", "", "| split | rows | shards |", "|---|---:|---:|"]
+    for split, n in stats.rows.items():
+        if not n:
+            continue
+        lines.append(f"| {split} | {n:,} | {len(stats.shards.get(split, []))} |")
+    lines += [
+        "",
+        f"Split by image: {stats.groups:,} groups (identical images, `duplicate_of` links and "
+        f"perceptual hashes within {prov.get('split_phash_distance')} bits), test share "
+        f"{config.test_size:g}, seed {config.seed}."
+        + (
+            " The test split is empty: every row is in one group."
+            if config.test_size and not stats.rows.get("test")
+            else ""
+        ),
+        "",
+        f"Filtering kept **{kept:,} of {total:,} rows ({kept / total:.1%})**"
+        if total
+        else "No filter counts.",
+        "",
+    ]
+    if by_check:
+        lines += ["| check | rows rejected | share of all rows | passed |", "|---|---:|---:|---:|"]
+        for check, n in sorted(by_check.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"| {_md(check)} | {n:,} | {n / total:.1%} | {1 - n / total:.1%} |")
+        lines += ["", "(A row rejected by several checks counts once under each.)", ""]
+    header = " | ".join(
+        f"{'min' if q == 0 else 'max' if q == 1 else f'p{int(q * 100)}'}" for q in QUANTILES
+    )
+    lines += [f"| exported rows | {header} |", "|---|" + "---:|" * len(QUANTILES)]
+    for name, qs in score_q.items():
+        cells = " | ".join(_fmt(v) for v in qs) if qs else " | ".join("-" for _ in QUANTILES)
+        lines.append(f"| {name} | {cells} |")
+    lines += ["", "## Columns", "", "| column | type | what it holds |", "|---|---|---|"]
+    features = LAYOUTS[config.format][0]
+    for name, feature in features.items():
+        kind = (
+            "image"
+            if isinstance(feature, Image)
+            else "struct"
+            if isinstance(feature, dict)
+            else f"list[{feature.feature.dtype}]"
+            if isinstance(feature, List)
+            else feature.dtype
+        )
+        lines.append(f"| `{name}` | {kind} | {_md(COLUMN_DOCS[config.format][name])} |")
+    lines += ["", "## How it was made", ""]
+    source = prov.get("source") or {}
+    lines.append(f"- **Source corpus**: {_md(json.dumps(source, sort_keys=True) or 'unknown')}")
+    lines.append(f"- **License**: `{license_id}`" + _license_note(source, license_id))
+    vlm = prov.get("vlm") or {}
+    if vlm:
+        lines.append(
+            f"- **VLM**: backend `{vlm.get('backend')}`, model `{vlm.get('model')}`, "
+            f"sampling {json.dumps(vlm.get('params'), sort_keys=True)}"
+        )
+        lines.append(
+            f"- **Prompt template**: `{vlm.get('prompt_template')}` "
+            f"(content hash `{vlm.get('prompt_hash')}`)"
+        )
+    flt = prov.get("filter") or {}
+    lines.append(
+        f"- **Filter**: preset `{flt.get('preset')}`; checks {', '.join(flt.get('checks') or [])}"
+    )
+    lines.append("")
+    lines += ["```json", json.dumps(prov, indent=2, sort_keys=True, default=str), "```", ""]
+    if examples:
+        lines += ["## Examples", ""]
+        for ex in examples:
+            lines += _example_md(ex, config.format)
+    return "\n".join(lines) + "\n"
+
+
+def _license_note(source: dict[str, Any], license_id: str) -> str:
+    kind = source.get("kind")
+    if kind == "coco":
+        return (
+            " (the COCO annotations; every image keeps the Flickr license COCO lists for it, "
+            "check those before redistributing)"
+        )
+    if license_id == "other":
+        return " (the source corpus's license is not known to the tool: set it before publishing)"
+    return ""
+
+
+def _example_md(row: dict[str, Any], fmt: str) -> list[str]:
+    if fmt == "reasongen":
+        caption, rationale = row.get("brief_caption"), row.get("detailed_caption")
+        variants = (row.get("augmented_prompts") or {}).get("paraphrases") or []
+        short = (row.get("augmented_prompts") or {}).get("short_caption")
+    else:
+        caption, rationale = row.get("caption"), row.get("rationale")
+        variants, short = row.get("paraphrases") or [], row.get("short_caption")
+    out = [f"**{_md(caption or short or 'example')}**", ""]
+    if short:
+        out.append(f"- short caption: {_md(short)}")
+    if variants:
+        out.append(f"- a paraphrase: {_md(variants[0])}")
+    out += ["", "> " + (rationale or "").replace("\n", "\n> "), ""]
+    return out
+
+
+def write_card(path: Path, data_kwargs: dict[str, Any], body: str) -> None:
+    """The dataset card, through huggingface_hub's DatasetCard (YAML front matter)."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    data = DatasetCardData(**data_kwargs)
+    card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+    card.save(path)
+
+
+# -- the stage -----------------------------------------------------------------------------
+def input_fingerprint(manifest: dict[str, Any]) -> str:
+    """Identifies the filter run an export was made from (its config, counts, end time)."""
+    stage = (manifest.get("stages") or {}).get("filter") or {}
+    wanted = {k: stage.get(k) for k in ("config", "counts", "finished_at", "thresholds")}
+    return hashlib.sha256(json.dumps(wanted, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_state(out: str) -> dict[str, Any]:
+    path = Path(out) / STATE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def is_current(filtered_dir: str, out: str, config: ExportConfig) -> bool:
+    """True when ``out`` holds an export of this filtered run with this configuration."""
+    state = read_state(out)
+    if not state or state.get("config") != config.output_config():
+        return False
+    manifest = RunDir(filtered_dir).read_manifest()
+    return state.get("input_fingerprint") == input_fingerprint(manifest) and all(
+        (Path(out) / p).exists() for shards in state.get("shards", {}).values() for p in shards
+    )
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory")
+    if overwrite:
+        shutil.rmtree(out)
+        return
+    if any(out.iterdir()) and not (out / STATE).exists():
+        raise ExportError(
+            f"{out} is not empty and holds no earlier export; pass --overwrite to replace "
+            f"its content, or choose another --out"
+        )
+
+
+def export(
+    filtered_dir: str, out: str, config: ExportConfig | None = None, progress: bool = True
+) -> ExportStats:
+    """Export the kept rows of the filtered run ``filtered_dir`` to the dataset folder
+    ``out`` (a local path): split, shards, dataset card."""
+    from . import __version__
+
+    config = config or ExportConfig()
+    config.validate()
+    run, manifest = open_filtered(filtered_dir)
+    out_path = Path(out)
+    _prepare_out(out_path, config.overwrite)
+    started = time.perf_counter()
+    stages = upstream_stages(run, manifest)
+    filter_config = (stages.get("filter") or {}).get("config") or {}
+    distance = config.phash_distance
+    if distance is None:
+        distance = int(filter_config.get("phash_distance", 4) or 0)
+
+    # Pass 1: group and assign, from four small columns.
+    names = run.schema().names
+    cols = [c for c in ("image_id", "key", "phash", "duplicate_of") if c in names]
+    ids: list[str] = []
+    keys: list[str] = []
+    phashes: list[str | None] = []
+    twins: list[str | None] = []
+    for batch in run.iter_batches("data", columns=cols, batch_size=65536):
+        d = batch.to_pydict()
+        k = d["key"]
+        keys += k
+        ids += [i or f"key:{key}" for i, key in zip(d["image_id"], k, strict=True)]
+        phashes += d.get("phash", [None] * len(k))
+        twins += d.get("duplicate_of", [None] * len(k))
+    plan = plan_split(ids, keys, phashes, twins, config.test_size, config.seed, distance)
+
+    # Pass 2: stream rows into the shards of each split, in a scratch folder.
+    features, convert = LAYOUTS[config.format]
+    schema = features.arrow_schema
+    scratch = out_path / f".tmp-export-{uuid.uuid4().hex[:8]}"
+    (scratch / "data").mkdir(parents=True)
+    splits = ["train", "test"] if config.test_size > 0 else ["train"]
+    writers = {
+        s: SplitWriter(
+            scratch / "data",
+            s,
+            schema,
+            config.max_shard_bytes,
+            config.rows_per_shard,
+            config.row_group_rows,
+        )
+        for s in splits
+    }
+    scores: dict[str, list[float]] = {
+        "score_clip_caption": [],
+        "score_clip_rationale_mean": [],
+        "rationale words": [],
+    }
+    examples: list[dict[str, Any]] = []
+    stats = ExportStats(out=out, format=config.format)
+    try:
+        with ProgressBar(len(ids), "export", progress) as bar:
+            i = 0
+            for batch in run.iter_batches("data", batch_size=256):
+                for row in batch.to_pylist():
+                    split = "test" if plan.is_test[i] else "train"
+                    i += 1
+                    converted = convert(row)
+                    writers[split].write(converted, _row_bytes(row))
+                    for name in ("score_clip_caption", "score_clip_rationale_mean"):
+                        scores[name].append(row.get(name))
+                    scores["rationale words"].append(len((row.get("rationale") or "").split()))
+                    if split == "train" and len(examples) < config.examples:
+                        examples.append(converted)
+                    bar.advance()
+        for split, writer in writers.items():
+            stats.shards[split] = writer.finish()
+            stats.rows[split] = writer.rows
+            stats.bytes += writer.bytes
+        # A split with no rows (one image group only) gets no files and no config entry:
+        # the Hub and `datasets` refuse a split whose pattern matches nothing.
+        splits = [s for s in splits if stats.rows[s]]
+        stats.groups, stats.grouped_rows = plan.groups, plan.grouped_rows
+
+        # The card.
+        n_rejected, by_check = rejection_counts(run)
+        kept = len(ids)
+        prov = provenance(stages, manifest.get("version") or __version__)
+        prov["split_phash_distance"] = distance
+        license_id = config.license or source_license(prov.get("source"))
+        pretty = config.pretty_name or _pretty_name(prov.get("source"))
+        configs = [
+            {
+                "config_name": "default",
+                "data_files": [{"split": s, "path": f"data/{s}-*"} for s in splits],
+            }
+        ]
+        body = card_body(
+            title=pretty,
+            config=config,
+            stats=stats,
+            kept=kept,
+            rejected=n_rejected,
+            by_check=by_check,
+            score_q={name: quantiles(v) for name, v in scores.items()},
+            prov=prov,
+            license_id=license_id,
+            examples=examples,
+        )
+        write_card(
+            scratch / "README.md",
+            {
+                "license": license_id,
+                "task_categories": ["text-to-image", "image-to-text"],
+                "size_categories": [size_category(kept)],
+                "pretty_name": pretty,
+                "language": ["en"],
+                "tags": ["rationale", "reasoning", "synthetic", "rationale-forge"],
+                "configs": configs,
+            },
+            body,
+        )
+        stats.card = str(out_path / "README.md")
+        stats.seconds = time.perf_counter() - started
+        state = {
+            "input": filtered_dir,
+            "input_fingerprint": input_fingerprint(manifest),
+            "config": config.output_config(),
+            "shards": stats.shards,
+            "stats": stats.as_dict(),
+            "tool_version": __version__,
+        }
+        (scratch / ".forge").mkdir()
+        (scratch / STATE).write_text(json.dumps(state, indent=2, default=str) + "\n")
+        _install(scratch, out_path)
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
+    return stats
+
+
+def _pretty_name(source: dict[str, Any] | None) -> str:
+    kind = (source or {}).get("kind")
+    name = (source or {}).get("dataset") or kind or "images"
+    return (
+        f"Rationales for {name}"
+        if kind != "sample"
+        else "Rationales for the rationale-forge sample"
+    )
+
+
+def _install(scratch: Path, out: Path) -> None:
+    """Replace the previous export's files with the new ones (the old data/ and card go
+    only once the new ones are complete)."""
+    for name in ("data", "README.md", ".forge"):
+        old = out / name
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
+    for item in scratch.iterdir():
+        item.rename(out / item.name)
