@@ -12,14 +12,24 @@ code, not a text token): the ids overlap, the mask tells them apart.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
+from transformers import JanusForConditionalGeneration
+from transformers.utils import ModelOutput
 
-__all__ = ["JanusBundle", "load_janus", "to_model_image", "to_pil"]
+__all__ = [
+    "JanusBundle",
+    "JanusForRationaleGeneration",
+    "load_janus",
+    "mixed_embeddings",
+    "to_model_image",
+    "to_pil",
+]
 
 DEFAULT_INSTRUCTION = (
     "First think about the layout, style and composition of the image, then draw it."
@@ -79,12 +89,7 @@ class JanusBundle:
     # -- embeddings and heads ------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
         """Input embeddings: text ids through the text table, VQ codes through the aligner."""
-        text = self.model.get_input_embeddings()(torch.where(image_mask, self.pad_id, input_ids))
-        if not bool(image_mask.any()):
-            return text
-        codes = torch.where(image_mask, input_ids, 0)
-        image = self.model.prepare_embeddings_for_image_generation(codes)
-        return torch.where(image_mask.unsqueeze(-1), image.to(text.dtype), text)
+        return mixed_embeddings(self.model, input_ids, image_mask)
 
     def hidden(
         self,
@@ -126,6 +131,104 @@ class JanusBundle:
         return [to_pil(p) for p in pixels]
 
 
+def mixed_embeddings(model, input_ids: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
+    """Embed a sequence whose ``image_mask`` positions hold VQ codes, the rest text ids."""
+    text = model.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
+    if not bool(image_mask.any()):
+        return text
+    image = model.prepare_embeddings_for_image_generation(input_ids.masked_fill(~image_mask, 0))
+    return torch.where(image_mask.unsqueeze(-1), image.to(text.dtype), text)
+
+
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+@dataclass
+class TokenScores(ModelOutput):
+    """Per-token log-probs (and entropies) of the scored positions, shape (B, K)."""
+
+    logps: torch.Tensor | None = None
+    entropies: torch.Tensor | None = None
+
+
+class JanusForRationaleGeneration(JanusForConditionalGeneration):
+    """Janus-Pro with a forward over mixed text + image sequences, as training needs it.
+
+    Called with ``image_mask``, ``forward`` scores the last ``logits_to_keep`` tokens of each
+    row, every position through its own head, and returns :class:`TokenScores`. Everything
+    runs inside ``forward``, so DDP / FSDP / DeepSpeed wrappers see one ordinary call.
+    Without ``image_mask`` it is the stock model. Checkpoints stay stock: saved weights and
+    config load with ``JanusForConditionalGeneration`` too.
+    """
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+        uncond_input_ids: torch.Tensor | None = None,
+        text_temperature: float = 1.0,
+        image_temperature: float = 1.0,
+        cfg_weight: float = 1.0,
+        compute_entropy: bool = False,
+        **kwargs,
+    ):
+        if image_mask is None:
+            return super().forward(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                logits_to_keep=logits_to_keep,
+                **kwargs,
+            )
+        keep = logits_to_keep or input_ids.shape[1] - 1
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+        def hidden_of(ids: torch.Tensor) -> torch.Tensor:
+            out = self.model.language_model(
+                inputs_embeds=mixed_embeddings(self, ids, image_mask),
+                attention_mask=attention_mask,
+                position_ids=positions,
+                use_cache=False,
+            )
+            return out.last_hidden_state[:, -keep - 1 : -1]
+
+        hidden = hidden_of(input_ids)
+        target = input_ids[:, -keep:]
+        target_is_image = image_mask[:, -keep:]
+        guided = cfg_weight != 1.0 and uncond_input_ids is not None
+        uncond = hidden_of(uncond_input_ids) if guided and bool(target_is_image.any()) else None
+
+        logps = torch.zeros(target.shape, dtype=torch.float32, device=input_ids.device)
+        entropies = torch.zeros_like(logps) if compute_entropy else None
+        for is_image in (False, True):
+            sel = target_is_image if is_image else ~target_is_image
+            if not bool(sel.any()):
+                continue
+            head = self.model.generation_head if is_image else self.lm_head
+            logits = head(hidden[sel]).float()
+            if is_image and uncond is not None:
+                u = head(uncond[sel]).float()
+                logits = u + cfg_weight * (logits - u)
+            temperature = (image_temperature if is_image else text_temperature) or 1.0
+            logits = logits / temperature
+            logp = torch.log_softmax(logits, -1).gather(-1, target[sel][:, None]).squeeze(-1)
+            logps = logps.masked_scatter(sel, logp)
+            if entropies is not None:
+                entropies = entropies.masked_scatter(sel, _entropy(logits))
+        return TokenScores(logps=logps, entropies=entropies)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        super().save_pretrained(save_directory, *args, **kwargs)
+        config = Path(save_directory) / "config.json"
+        if config.exists():  # stock architecture name: the weights are the stock model's
+            data = json.loads(config.read_text())
+            data["architectures"] = ["JanusForConditionalGeneration"]
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def _token_id(tokenizer, token: str | None, what: str) -> int:
     ids = tokenizer.convert_tokens_to_ids(token) if token else None
     if ids is None or ids == tokenizer.unk_token_id:
@@ -162,12 +265,12 @@ def load_janus(
     ``device`` defaults to CUDA when available; ``dtype`` to float32 (training keeps fp32
     master weights and autocasts to bf16 on GPU).
     """
-    from transformers import JanusForConditionalGeneration, JanusProcessor
+    from transformers import JanusProcessor
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         processor = JanusProcessor.from_pretrained(str(model_path))
-        model = JanusForConditionalGeneration.from_pretrained(
+        model = JanusForRationaleGeneration.from_pretrained(
             str(model_path), dtype=dtype or torch.float32
         )
     except OSError as err:

@@ -41,11 +41,6 @@ def uncond_input_ids(
     return input_ids.masked_fill(blank, bundle.pad_id)
 
 
-def _entropy(logits: torch.Tensor) -> torch.Tensor:
-    logp = torch.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
 def token_logprobs(
     bundle: JanusBundle,
     input_ids: torch.Tensor,
@@ -56,42 +51,28 @@ def token_logprobs(
     image_temperature: float = 1.0,
     cfg_weight: float = 1.0,
     compute_entropy: bool = False,
+    model=None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (and entropies) of the last ``logits_to_keep`` tokens of each row.
 
     With ``cfg_weight != 1`` the image positions use the guided distribution
-    ``uncond + w * (cond - uncond)`` (one more forward pass over the unconditional rows).
+    ``uncond + w * (cond - uncond)`` (one more pass over the unconditional rows).
     A temperature of 0 is scored as 1 (greedy sampling reports temperature-1 log-probs).
+    ``model`` is what to call (a DDP/FSDP-wrapped model in a trainer); default the bundle's,
+    which must be a :class:`~.janus.JanusForRationaleGeneration` (``load_janus`` gives one).
     """
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-
-    def hidden_of(ids):
-        embeds = bundle.embed(ids, image_mask)
-        out = bundle.hidden(embeds, attention_mask, positions)
-        return out.last_hidden_state[:, -logits_to_keep - 1 : -1]
-
-    hidden = hidden_of(input_ids)
-    target = input_ids[:, -logits_to_keep:]
-    target_is_image = image_mask[:, -logits_to_keep:]
     uncond = None
-    if cfg_weight != 1.0 and bool(target_is_image.any()):
-        uncond = hidden_of(uncond_input_ids(bundle, input_ids, image_mask, attention_mask))
-
-    logps = torch.zeros(target.shape, dtype=torch.float32, device=input_ids.device)
-    entropies = torch.zeros_like(logps) if compute_entropy else None
-    for is_image in (False, True):
-        sel = target_is_image if is_image else ~target_is_image
-        if not bool(sel.any()):
-            continue
-        head = bundle.image_logits if is_image else bundle.text_logits
-        logits = head(hidden[sel]).float()
-        if is_image and uncond is not None:
-            u = head(uncond[sel]).float()
-            logits = u + cfg_weight * (logits - u)
-        temperature = (image_temperature if is_image else text_temperature) or 1.0
-        logits = logits / temperature
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, target[sel][:, None]).squeeze(-1)
-        logps = logps.masked_scatter(sel, logp)
-        if entropies is not None:
-            entropies = entropies.masked_scatter(sel, _entropy(logits))
-    return logps, entropies
+    if cfg_weight != 1.0:
+        uncond = uncond_input_ids(bundle, input_ids, image_mask, attention_mask)
+    out = (model or bundle.model)(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        image_mask=image_mask,
+        logits_to_keep=logits_to_keep,
+        uncond_input_ids=uncond,
+        text_temperature=text_temperature,
+        image_temperature=image_temperature,
+        cfg_weight=cfg_weight,
+        compute_entropy=compute_entropy,
+    )
+    return out.logps, out.entropies
