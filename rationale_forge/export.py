@@ -212,7 +212,7 @@ def open_filtered(filtered_dir: str) -> tuple[RunDir, dict[str, Any]]:
         raise ExportError(f"{filtered_dir}: no such directory")
     manifest = run.read_manifest()
     stage = (manifest.get("stages") or {}).get("filter")
-    names = run.schema().names
+    names = run.schema("data").names or run.schema("rejected").names
     if not stage or ("reject_reasons" not in names and not run.shards("rejected")):
         have = ", ".join(sorted(manifest.get("stages") or {})) or "no manifest stages"
         raise ExportError(
@@ -225,7 +225,12 @@ def open_filtered(filtered_dir: str) -> tuple[RunDir, dict[str, Any]]:
             f"rerun the same `forge filter` command to finish it"
         )
     if not run.shards("data"):
-        raise ExportError(f"{filtered_dir}: no kept rows (data/part-*.parquet) to export")
+        rejected = run.count_rows("rejected")
+        raise ExportError(
+            f"{filtered_dir}: no row passed the filter (0 of {rejected} kept), nothing to "
+            f"export; the report ({filtered_dir}/report/index.html) shows which checks "
+            f"rejected them"
+        )
     missing = {"image", "image_id", "key", "rationale"} - set(names)
     if missing:
         raise ExportError(f"{filtered_dir}: kept rows lack column(s) {', '.join(sorted(missing))}")
@@ -650,7 +655,7 @@ def card_body(
         lines.append('row["detailed_caption"], row["augmented_prompts"]["short_caption"]')
     lines += ["```", "", "## Statistics", "", "| split | rows | shards |", "|---|---:|---:|"]
     for split, n in stats.rows.items():
-        if not n:
+        if not stats.shards.get(split):
             continue
         lines.append(f"| {split} | {n:,} | {len(stats.shards.get(split, []))} |")
     lines += [
@@ -881,7 +886,7 @@ def export(
             stats.bytes += writer.bytes
         # A split with no rows (one image group only) gets no files and no config entry:
         # the Hub and `datasets` refuse a split whose pattern matches nothing.
-        splits = [s for s in splits if stats.rows[s]]
+        splits = [s for s in splits if stats.shards[s]]
         stats.groups, stats.grouped_rows = plan.groups, plan.grouped_rows
 
         # The card.

@@ -433,3 +433,10 @@ def test_cli_export_writes_the_dataset(dataset, tmp_path):
     state = json.loads((out / ".forge" / "export.json").read_text())
     assert sum(state["stats"]["rows"].values()) == len(rows)
     assert DatasetCard.load(out / "README.md").data.license == "mit"
+
+
+def test_a_run_that_kept_nothing_is_refused_with_the_reason(tmp_path):
+    filtered = write_filtered(tmp_path, [], n_rejected=3)
+    with pytest.raises(ExportError, match=r"no row passed the filter \(0 of 3 kept\)"):
+        export(str(filtered), str(tmp_path / "empty"), progress=False)
+    assert not (tmp_path / "empty").exists()
