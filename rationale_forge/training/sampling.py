@@ -20,14 +20,23 @@ sampled), the same quantity :mod:`.logprobs` recomputes over a full sequence.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from PIL import Image
 
 from .janus import DEFAULT_INSTRUCTION, JanusBundle
 
-__all__ = ["CFG_MODES", "Sample", "SamplingConfig", "generate_samples", "sample_next"]
+__all__ = [
+    "CFG_MODES",
+    "Sample",
+    "SamplingConfig",
+    "generate_samples",
+    "sample_next",
+    "save_samples",
+]
 
 CFG_MODES = ("none", "sample_only", "guided")
 
@@ -289,3 +298,27 @@ def _sample_batch(
             )
         )
     return samples
+
+
+def save_samples(samples: list[Sample], out_dir: str | Path, n: int) -> Path:
+    """Write ``<prompt#>_<sample#>.png`` and ``samples.jsonl`` (prompt, rationale, image file)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, sample in enumerate(samples):
+        name = f"{i // n:04d}_{i % n:02d}.png"
+        if sample.image is not None:
+            sample.image.save(out / name)
+        lines.append(
+            json.dumps(
+                {
+                    "prompt": sample.prompt,
+                    "rationale": sample.rationale,
+                    "image": name,
+                    "stop": sample.stop,
+                    "rationale_tokens": len(sample.rationale_ids),
+                }
+            )
+        )
+    (out / "samples.jsonl").write_text("\n".join(lines) + "\n")
+    return out
