@@ -779,3 +779,45 @@ def test_end_to_end_with_tiny_janus_and_a_judge(tmp_path, tiny_janus, think):
     }
     assert results["sampling"]["think"] is think and results["sampling"]["cfg_weight"] == 5.0
     assert (out / "report.html").stat().st_size > 1000
+
+
+FAKE_T2I_SCORER = """
+import argparse, json, os
+p = argparse.ArgumentParser()
+p.add_argument("--out_dir"); p.add_argument("--outpath")
+a = p.parse_args()
+out = a.out_dir or a.outpath
+names = os.listdir(out + "samples/")  # joined as strings, as the official scripts do
+names.sort(key=lambda x: int(x.split("_")[-1].split(".")[0]))
+# a stand-in VQA model: the answer is 1 for prompts naming a car, else 0.5
+rows = [{"question_id": i, "answer": "1.0" if "car" in n.split("_")[0] else "0.5"}
+        for i, n in enumerate(names)]
+sub = "annotation_blip" if a.out_dir else "annotation_clip"
+os.makedirs(os.path.join(out, sub), exist_ok=True)
+json.dump(rows, open(os.path.join(out, sub, "vqa_result.json"), "w"))
+"""
+
+
+def test_t2i_compbench_scorers_run_per_category(tmp_path):
+    repo = tmp_path / "T2I-CompBench"
+    (repo / "BLIPvqa_eval").mkdir(parents=True)
+    (repo / "CLIPScore_eval").mkdir()
+    (repo / "BLIPvqa_eval/BLIP_vqa.py").write_text(FAKE_T2I_SCORER)
+    (repo / "CLIPScore_eval/CLIP_similarity.py").write_text(FAKE_T2I_SCORER)
+    data = tmp_path / "dataset"
+    data.mkdir()
+    (data / "color_val.txt").write_text("a red car\na blue bird\n")
+    (data / "non_spatial_val.txt").write_text("a man driving a car\n")
+    (data / "complex_val.txt").write_text("a cat on a mat\n")
+    s = settings(tmp_path, "t2i-compbench", data, n=2)
+    official = OfficialSettings(repo=repo, python=sys.executable)
+    results = evaluate(s, FakeSampler(), FakeConfig(), official=official)
+    off = results["scores"]["official"]
+    assert off["categories"] == {
+        "color": {"score": 0.75, "n": 4, "failed": 0},
+        "non_spatial": {"score": 1.0, "n": 2, "failed": 0},
+    }
+    assert off["overall"] == pytest.approx(0.875)
+    assert results["official_scorer"]["notes"] == [
+        "complex: no single official scorer; see the README's commands"
+    ]

@@ -32,6 +32,8 @@ EVAL_CSS = """
 .card.eval { flex-direction: row; align-items: stretch; }
 .card.eval .thumb { flex: 0 0 48%; height: auto; min-height: 200px; align-items: flex-start; }
 .card.eval .thumb img { height: auto; }
+.card.eval .body { flex: 1 1 52%; }
+.prompt { margin: 0; font-size: 15px; font-weight: 550; overflow-wrap: anywhere; }
 .gallery.eval { grid-template-columns: 1fr; }
 .sample { border-top: 1px solid var(--line); padding-top: 6px; }
 .judge-reason { font-size: 13px; color: var(--muted); white-space: pre-wrap; }
@@ -161,7 +163,9 @@ def prompt_card(out: Path, recs: Sequence[dict[str, Any]]) -> str:
     badges = [*first["categories"]]
     if scored:
         badges.append(f"judge {sum(scored) / len(scored):.2f}")
-    parts = []
+    parts = [
+        f'<div><div class="label-sm">Prompt</div><p class="prompt">{esc(first["prompt"])}</p></div>'
+    ]
     for r in recs:
         judge = r.get("judge")
         head = f"sample {r['k']}"
@@ -186,7 +190,6 @@ def prompt_card(out: Path, recs: Sequence[dict[str, Any]]) -> str:
         _png(grid),
         status="eval",
         badges=badges,
-        captions=[first["prompt"]],
         body_html="".join(parts),
         max_side=2 * CELL_SIDE,
     )

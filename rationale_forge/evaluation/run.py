@@ -242,7 +242,13 @@ def official_plan(
     repo = official.repo or Path("${" + REPO_VARS[settings.bench] + "}")
     if settings.bench in ("geneval", "prompts"):
         detector = official.detector or Path("${GENEVAL_DETECTOR}")
-        return official_mod.geneval_plan(out, repo, detector, official.python)
+        plan = official_mod.geneval_plan(out, repo, detector, official.python)
+        if settings.bench == "prompts":
+            plan.notes.append(
+                "GenEval's scorer reads only prompts with GenEval metadata (tag, include with "
+                "COCO classes), as forge prompts writes them"
+            )
+        return plan
     if settings.bench == "dpg":
         with Image.open(out / records[0]["image"]) as img:
             resolution = img.size[0]
