@@ -6,6 +6,9 @@ by its content key before sending it.
 
 Run directories on object stores (``s3://`` ...) keep their cache on local disk under the
 cache directory, keyed by the run's URL.
+
+Several processes on one machine may share a cache (the Ray engine's workers do): SQLite
+serialises their writes, and each waits for its turn.
 """
 
 from __future__ import annotations
@@ -48,7 +51,10 @@ class RequestCache:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Several processes may share one cache (the Ray engine's workers on a machine):
+        # WAL lets readers run beside the writer, and writers wait their turn for up to
+        # a minute instead of failing with "database is locked".
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes
         self.db.execute(

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import images
 from .filters.clip import ClipConfig, ClipScorer
@@ -27,6 +28,9 @@ from .parallel import ordered_map
 from .schema import FILTERED_SCHEMA, STATUS_OK, empty_row
 from .store import RunDir, ShardWriter, recorded_stage
 from .ui import ProgressBar
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 SCORED, KEPT, REJECTED = "scored", "data", "rejected"
 
@@ -127,7 +131,10 @@ class FilterStats:
 
 
 # -- pass 1: score -------------------------------------------------------------------------
-class _Scorer:
+class RowScorer:
+    """The score pass's core, run by every engine: rule checks and image decoding per row
+    (:meth:`prepare`, thread-safe), CLIP per batch (:meth:`score`)."""
+
     def __init__(self, config: FilterConfig, clip: ClipScorer | None):
         enabled, params = config.checks()
         self.rules = build_rules(enabled, params)
@@ -174,6 +181,9 @@ class _Scorer:
         return rows
 
 
+_Scorer = RowScorer  # the name tests patch
+
+
 def _batches(items, size: int):
     batch = []
     for item in items:
@@ -185,31 +195,45 @@ def _batches(items, size: int):
         yield batch
 
 
+def scored_batches(
+    scorer: RowScorer, rows: Iterable[dict[str, Any]], config: FilterConfig
+) -> Iterator[list[dict[str, Any]]]:
+    """Scored rows, a CLIP batch at a time, in input order: images are decoded in worker
+    threads while the model runs on the previous batch."""
+    prepared = ordered_map(
+        scorer.prepare,
+        rows,
+        config.workers or default_workers(),
+        prefetch=config.clip_batch_size * 3,
+    )
+    for batch in _batches(prepared, config.clip_batch_size):
+        yield scorer.score(batch)
+
+
 def score_pass(
     source: RunDir, out: RunDir, config: FilterConfig, clip: ClipScorer | None, progress: bool
 ) -> int:
     """Score every row of ``source`` not yet in ``out/scored``; returns how many."""
     done = {r["key"] for r in out.iter_rows(SCORED, columns=["key"])}
     todo = (r for r in source.iter_rows() if r["key"] not in done)
-    scorer = _Scorer(config, clip)
+    scorer = RowScorer(config, clip)
     total = max(source.count_rows() - len(done), 0)
-    prepared = ordered_map(
-        scorer.prepare,
-        todo,
-        config.workers or default_workers(),
-        prefetch=config.clip_batch_size * 3,
-    )
     n = 0
     with (
         ShardWriter(out, FILTERED_SCHEMA, SCORED, rows_per_shard=config.rows_per_shard) as writer,
         ProgressBar(total, "filter: scoring", progress) as bar,
     ):
-        for batch in _batches(prepared, config.clip_batch_size):
-            for row in scorer.score(batch):
-                writer.write(row, len((row.get("image") or {}).get("bytes") or b""))
+        for batch in scored_batches(scorer, todo, config):
+            for row in batch:
+                writer.write(row, row_bytes(row))
             n += len(batch)
             bar.advance(len(batch))
     return n
+
+
+def row_bytes(row: dict[str, Any]) -> int:
+    """The size of a row's image, for shard sizing."""
+    return len((row.get("image") or {}).get("bytes") or b"")
 
 
 # -- pass 2: decide ------------------------------------------------------------------------
@@ -296,14 +320,47 @@ def duplicates(
     return found
 
 
-def decide_pass(out: RunDir, config: FilterConfig, stats: FilterStats, progress: bool) -> None:
+@dataclass
+class Decisions:
+    """What the decide pass needs from the whole run; each row is then decided alone."""
+
+    thresholds: dict[str, float]
+    duplicates: dict[str, Duplicate]
+
+    def decide(self, row: dict[str, Any]) -> bool:
+        """Complete ``row``'s reject reasons (CLIP thresholds, duplicates); True if kept."""
+        reasons = list(row["reject_reasons"] or []) + _clip_reasons(row, self.thresholds)
+        dup = self.duplicates.get(row["key"])
+        if dup is not None:
+            row["duplicate_of"] = dup.twin
+            row[f"score_{dup.check}"] = dup.score
+            reasons.append(dup.reason)
+        row["reject_reasons"] = reasons
+        return not reasons
+
+
+def count_decision(stats: FilterStats, row: dict[str, Any], kept: bool) -> None:
+    stats.rows += 1
+    if kept:
+        stats.kept += 1
+    else:
+        stats.rejected += 1
+        stats.rejected_by_check.update({r.split(":", 1)[0] for r in row["reject_reasons"]})
+
+
+def decisions(out: RunDir, config: FilterConfig, stats: FilterStats) -> Decisions:
+    """Clear earlier decisions and compute the run-wide ones: thresholds, duplicates."""
     for subdir in (KEPT, REJECTED):
         folder = out.path(subdir)
         if out.fs.exists(folder):
             out.fs.rm(folder, recursive=True)
     thresholds = clip_thresholds(out, config)
     stats.thresholds = thresholds
-    dups = duplicates(out, config, thresholds)
+    return Decisions(thresholds, duplicates(out, config, thresholds))
+
+
+def decide_pass(out: RunDir, config: FilterConfig, stats: FilterStats, progress: bool) -> None:
+    decided = decisions(out, config, stats)
     with (
         ShardWriter(out, FILTERED_SCHEMA, KEPT, rows_per_shard=config.rows_per_shard) as kept,
         ShardWriter(
@@ -312,22 +369,9 @@ def decide_pass(out: RunDir, config: FilterConfig, stats: FilterStats, progress:
         ProgressBar(out.count_rows(SCORED), "filter: deciding", progress) as bar,
     ):
         for row in out.iter_rows(SCORED):
-            reasons = list(row["reject_reasons"] or []) + _clip_reasons(row, thresholds)
-            dup = dups.get(row["key"])
-            if dup is not None:
-                row["duplicate_of"] = dup.twin
-                row[f"score_{dup.check}"] = dup.score
-                reasons.append(dup.reason)
-            row["reject_reasons"] = reasons
-            size = len((row.get("image") or {}).get("bytes") or b"")
-            stats.rows += 1
-            if reasons:
-                rejected.write(row, size)
-                stats.rejected += 1
-                stats.rejected_by_check.update({r.split(":", 1)[0] for r in reasons})
-            else:
-                kept.write(row, size)
-                stats.kept += 1
+            keep = decided.decide(row)
+            (kept if keep else rejected).write(row, row_bytes(row))
+            count_decision(stats, row, keep)
             bar.advance()
 
 
@@ -344,8 +388,19 @@ def load_clip(config: FilterConfig) -> ClipScorer | None:
     )
 
 
-def filter_run(source: str, out: str, config: FilterConfig, progress: bool = True) -> FilterStats:
-    """Run the filter stage on the generated run ``source`` into ``out``."""
+def filter_run(
+    source: str,
+    out: str,
+    config: FilterConfig,
+    progress: bool = True,
+    engine: Engine | None = None,
+) -> FilterStats:
+    """Run the filter stage on the generated run ``source`` into ``out``. ``engine`` runs
+    the passes: in this process (the default) or on a Ray cluster."""
+    if engine is None:
+        from .engines.local import LocalEngine
+
+        engine = LocalEngine()
     config.validate()
     src = RunDir(source)
     if not src.exists():
@@ -359,15 +414,20 @@ def filter_run(source: str, out: str, config: FilterConfig, progress: bool = Tru
         )
     run_config = {"input": source, **config.output_config()}
     run = prepare_run(out, "filter", run_config, config.overwrite, subdir=SCORED)
-    clip = load_clip(config)
+    engine.start_filter(run, config)  # loads CLIP (local) or joins the cluster: fails early
     stats = FilterStats()
     started = time.perf_counter()
 
     def finish() -> dict[str, Any]:
         stats.seconds = time.perf_counter() - started
-        return {"counts": stats.as_dict(), "thresholds": stats.thresholds}
+        return {
+            "counts": stats.as_dict(),
+            "thresholds": stats.thresholds,
+            "engine": engine.describe(),
+        }
 
     with recorded_stage(run, "filter", run_config, finish):
-        stats.scored = score_pass(src, run, config, clip, progress)
-        decide_pass(run, config, stats, progress)
+        run.update_stage("filter", {"engine": engine.describe()})  # resume checks it
+        stats.scored = engine.score(src, run, config, progress)
+        engine.decide(run, config, stats, progress)
     return stats

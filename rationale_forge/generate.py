@@ -15,8 +15,8 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,6 +32,9 @@ from .sources import SourceOptions, open_source
 from .store import RunDir, ShardWriter, recorded_stage
 from .ui import ProgressBar
 from .vlm.base import ERROR_KINDS, Backend, VLMRequest, VLMResult, request_key
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 #: Prepared rows fetched from the worker threads per hop.
 PREPARED_CHUNK = 32
@@ -79,6 +82,10 @@ class GenerateConfig:
     rows_per_shard: int = 1000
     price_per_mtok: tuple[float, float] | None = None  # (input, output) in $ per 1M tokens
 
+    def base_urls(self) -> list[str]:
+        """The endpoints in ``base_url`` (a comma-separated list spreads the load)."""
+        return [u.strip() for u in (self.base_url or "").split(",") if u.strip()]
+
     def output_config(self, template: PromptTemplate, backend: Backend) -> dict[str, Any]:
         """The part of the configuration that shapes the output (resume must match it)."""
         return {
@@ -117,6 +124,29 @@ class GenerateStats:
         d["seconds"] = round(self.seconds, 3)
         return d
 
+    def merge(self, other: GenerateStats) -> None:
+        """Add the counts of ``other`` (a part of the same run, e.g. one shard)."""
+        for name in (
+            "rows",
+            "ok",
+            "skipped",
+            "retried_failed",
+            "requests",
+            "cache_hits",
+            "repaired",
+            "prompt_tokens",
+            "completion_tokens",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.update(other.errors)
+
+    def finish(self, seconds: float, config: GenerateConfig) -> None:
+        """Set the wall time and, with prices, the estimated cost."""
+        self.seconds = seconds
+        if config.price_per_mtok:
+            price_in, price_out = config.price_per_mtok
+            self.cost = (self.prompt_tokens * price_in + self.completion_tokens * price_out) / 1e6
+
 
 def make_backend(config: GenerateConfig) -> Backend:
     """The backend named by ``config.backend``."""
@@ -125,10 +155,15 @@ def make_backend(config: GenerateConfig) -> Backend:
 
         if not config.model:
             raise ValueError("--backend openai needs --model (the name the server serves)")
+        urls = config.base_urls()
+        if len(urls) > 1:
+            from .engines.endpoints import BalancedBackend
+
+            return BalancedBackend([make_backend(replace(config, base_url=url)) for url in urls])
         return OpenAIBackend(
             OpenAIConfig(
                 model=config.model,
-                base_url=config.base_url,
+                base_url=urls[0] if urls else None,
                 api_key_env=config.api_key_env,
                 concurrency=config.concurrency,
                 timeout=config.timeout,
@@ -153,6 +188,45 @@ def make_backend(config: GenerateConfig) -> Backend:
 
         return VLLMBackend.from_config(config)
     raise ValueError(f"unknown backend '{config.backend}'; choose openai, transformers or vllm")
+
+
+@dataclass
+class BackendIdentity:
+    """What names a backend's answers (for the run's configuration and the request keys)
+    without loading a model: a driver that hands the model to GPU workers uses this."""
+
+    name: str
+    model: str
+    _params: dict[str, Any]
+
+    def params(self) -> dict[str, Any]:
+        return self._params
+
+
+def backend_identity(config: GenerateConfig) -> Backend | BackendIdentity:
+    """The backend for ``config`` where making one is cheap (openai: it also checks the
+    API key); for local models, their identity only. Must agree with the backends'
+    ``params()``."""
+    if config.backend == "openai":
+        return make_backend(config)
+    sampling = {"temperature": config.temperature, "top_p": config.top_p}
+    if config.backend == "transformers":
+        from .vlm.local import DEFAULT_LOCAL_MODEL
+
+        return BackendIdentity(
+            "transformers",
+            config.model or DEFAULT_LOCAL_MODEL,
+            {**sampling, "max_tokens": config.max_tokens, "constrained": "skeleton-v1"},
+        )
+    if config.backend == "vllm":
+        if not config.model:
+            raise ValueError("--backend vllm needs --model (a Hub id or a local path)")
+        return BackendIdentity(
+            "vllm",
+            config.model,
+            {**sampling, "max_tokens": config.max_tokens, "structured": "json_schema"},
+        )
+    return make_backend(config)  # raises for an unknown name
 
 
 # -- rows --------------------------------------------------------------------------------
@@ -225,9 +299,11 @@ def finish_row(
 
 
 # -- the stage ---------------------------------------------------------------------------
-class _Driver:
-    """Feeds prepared requests to the backend with bounded concurrency and writes rows as
-    answers arrive (in completion order)."""
+class Answerer:
+    """The stage's core, run by every engine: feeds prepared requests for a stream of rows
+    to the backend with bounded concurrency and hands each finished row to ``writer`` as
+    its answer arrives (in completion order). The local engine streams a whole run through
+    one; the Ray engine runs one per worker over a shard at a time."""
 
     def __init__(
         self,
@@ -341,10 +417,27 @@ def drop_failed(run: RunDir) -> int:
 
 
 def generate(
-    source: SourceOptions | str, out: str, config: GenerateConfig, progress: bool = True
+    source: SourceOptions | str,
+    out: str,
+    config: GenerateConfig,
+    progress: bool = True,
+    engine: Engine | None = None,
 ) -> GenerateStats:
     """Run the generate stage from ``source`` (source options, or an ingested run
-    directory) into ``out``; returns the counts."""
+    directory) into ``out``; returns the counts. ``engine`` feeds the rows to the stage's
+    core (:class:`Answerer`): in this process (the default) or on a Ray cluster."""
+    if engine is None:
+        from .engines.local import LocalEngine
+
+        engine = LocalEngine()
+    return engine.generate(source, out, config, progress)
+
+
+def generate_local(
+    source: SourceOptions | str, out: str, config: GenerateConfig, progress: bool = True
+) -> GenerateStats:
+    """The local engine's generate: one process streams the rows through one
+    :class:`Answerer` into numbered shards."""
     template = load_template(config.prompt)
     workers = config.workers or default_workers()
     rows, expected, input_desc = input_rows(source, workers)  # bad input fails fast
@@ -360,21 +453,21 @@ def generate(
     started = time.perf_counter()
 
     def finish() -> dict[str, Any]:
-        stats.seconds = time.perf_counter() - started
-        if config.price_per_mtok:
-            price_in, price_out = config.price_per_mtok
-            stats.cost = (
-                stats.prompt_tokens * price_in + stats.completion_tokens * price_out
-            ) / 1e6
+        stats.finish(time.perf_counter() - started, config)
         cache.close()
-        return {"counts": stats.as_dict(), "total_rows": run.count_rows()}
+        return {
+            "counts": stats.as_dict(),
+            "total_rows": run.count_rows(),
+            "engine": {"name": "local"},
+        }
 
     with (
         recorded_stage(run, "generate", run_config, finish),
         ShardWriter(run, GENERATE_SCHEMA, rows_per_shard=config.rows_per_shard) as writer,
         ProgressBar(total, f"generate ({backend.name}: {backend.model})", progress) as bar,
     ):
-        driver = _Driver(backend, cache, writer, template, config, stats, bar)
+        run.update_stage("generate", {"engine": {"name": "local"}})  # resume checks it
+        driver = Answerer(backend, cache, writer, template, config, stats, bar)
 
         async def main() -> None:
             try:
