@@ -821,3 +821,24 @@ def test_t2i_compbench_scorers_run_per_category(tmp_path):
     assert results["official_scorer"]["notes"] == [
         "complex: no single official scorer; see the README's commands"
     ]
+
+
+def test_forge_prompts_val_split_is_scored_by_tag(tmp_path):
+    from rationale_forge.rl_prompts import generate_prompts, write_jsonl
+
+    made = generate_prompts("mixed", 24, val_fraction=0.25, seed=1)
+    path = tmp_path / "rl.jsonl"
+    write_jsonl(made.rows, path)
+    val = [r for r in made.rows if r["split"] == "val"]
+    judge = TableJudge({r["prompt"]: [1.0 if r["tag"] == "dense" else 0.0] for r in val})
+    s = settings(tmp_path, "prompts", path, n=1, prompt_split="val")
+    results = evaluate(s, FakeSampler(), FakeConfig(), judge, {"model": "t"})
+    cats = results["scores"]["judge"]["categories"]
+    assert results["counts"]["prompts"] == len(val) and set(cats) == {r["tag"] for r in val}
+    assert cats["dense"]["score"] == 1.0
+    assert all(c["score"] == 0.0 for name, c in cats.items() if name != "dense")
+    # GenEval's layout keeps each row as its metadata, counting's exclude clause included
+    found = {m["prompt"]: m for m, _ in geneval_scorer_reads(s.out)}
+    assert all(found[r["prompt"]]["include"] == r["include"] for r in val)
+    with pytest.raises(BenchmarkInputError, match="no rows with split 'test'"):
+        read_prompts("prompts", path, split="test")

@@ -233,9 +233,10 @@ def read_t2i_compbench(path: str | Path) -> list[BenchPrompt]:
     return _nonempty(prompts, path)
 
 
-def read_prompt_list(path: str | Path) -> list[BenchPrompt]:
+def read_prompt_list(path: str | Path, split: str | None = None) -> list[BenchPrompt]:
     """A plain prompt list: JSON Lines (``.jsonl``, ``prompt`` plus optional ``tag`` or
-    ``category``) or text, one prompt per line."""
+    ``category``) or text, one prompt per line. ``split`` keeps only JSON rows whose
+    ``split`` field has that value (``forge prompts`` marks train and val rows)."""
     path = Path(path)
     prompts: list[BenchPrompt] = []
     is_jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
@@ -246,6 +247,8 @@ def read_prompt_list(path: str | Path) -> list[BenchPrompt]:
         key = f"{len(prompts):05d}"
         if is_jsonl:
             obj = _json_line(path, lineno, line)
+            if split is not None and obj.get("split") != split:
+                continue
             prompt = _text_field(obj, "prompt", where)
             category = _text_field(obj, "tag", where, required=False) or _text_field(
                 obj, "category", where, required=False
@@ -255,13 +258,17 @@ def read_prompt_list(path: str | Path) -> list[BenchPrompt]:
             prompts.append(
                 BenchPrompt(key, line.strip(), ("all",), where, {"prompt": line.strip()})
             )
+    if split is not None and not prompts:
+        raise BenchmarkInputError(f"{path}: no rows with split {split!r}")
     return _nonempty(prompts, path)
 
 
 def read_prompts(
-    bench: str, path: str | Path, dpg_csv: str | Path | None = None
+    bench: str, path: str | Path, dpg_csv: str | Path | None = None, split: str | None = None
 ) -> list[BenchPrompt]:
-    """The prompts of ``bench`` from ``path``."""
+    """The prompts of ``bench`` from ``path`` (``split``: prompt lists only)."""
+    if split is not None and bench != "prompts":
+        raise BenchmarkInputError("a prompt split applies to --bench prompts only")
     if bench == "geneval":
         return read_geneval(path)
     if bench == "dpg":
@@ -269,5 +276,5 @@ def read_prompts(
     if bench == "t2i-compbench":
         return read_t2i_compbench(path)
     if bench == "prompts":
-        return read_prompt_list(path)
+        return read_prompt_list(path, split)
     raise BenchmarkInputError(f"unknown benchmark {bench!r}; choose one of {', '.join(BENCHES)}")

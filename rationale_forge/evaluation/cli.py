@@ -12,7 +12,7 @@ import typer
 from ..provenance import redact_argv
 from ..ui import console
 from . import model as model_mod
-from .benchmarks import BENCHES, BenchmarkInputError
+from .benchmarks import BENCHES, BenchmarkInputError, read_prompts
 from .layouts import LayoutError
 from .official import ScorerError
 from .report import print_comparison, print_results
@@ -89,6 +89,10 @@ def main(
     dpg_csv: Annotated[
         Path | None,
         typer.Option(help="dpg: dpg_bench.csv for categories (default: beside prompts/)"),
+    ] = None,
+    prompt_split: Annotated[
+        str | None,
+        typer.Option(help="prompts: only JSON rows with this split, e.g. val (forge prompts)"),
     ] = None,
     geneval_repo: Annotated[
         Path | None,
@@ -197,14 +201,14 @@ def main(
             n_per_prompt=n_per_prompt,
             model=model,
             dpg_csv=str(dpg_csv) if dpg_csv else None,
+            prompt_split=prompt_split,
             chunk_prompts=chunk_prompts,
             report_limit=report_limit,
             overwrite=overwrite,
             progress=progress,
         )
-        from .benchmarks import read_prompts
-
-        items = read_prompts(bench, prompts, settings.dpg_csv)  # before loading the model
+        # read (and check) the prompts before loading the model
+        items = read_prompts(bench, prompts, settings.dpg_csv, prompt_split)
         sampler = model_mod.janus_sampler(model, device=device, dtype=dtype)
         results = evaluate(settings, sampler, config, judge, judge_info, official, prompts=items)
         print_results(results)

@@ -67,6 +67,7 @@ class EvalSettings:
     n_per_prompt: int = 4
     model: str = ""
     dpg_csv: str | None = None
+    prompt_split: str | None = None  # prompts bench: only rows of this split
     chunk_prompts: int = 8  # prompts per sampler call: progress and memory stay bounded
     report_limit: int = 200  # prompts shown in report.html
     overwrite: bool = False
@@ -300,11 +301,14 @@ def evaluate(
             f"grid); got --n-per-prompt {n}"
         )
     if prompts is None:
-        prompts = read_prompts(bench, settings.prompts_path, settings.dpg_csv)
+        prompts = read_prompts(
+            bench, settings.prompts_path, settings.dpg_csv, settings.prompt_split
+        )
     sampling = config_dict(config)
     settings_json = {
         "bench": bench,
         "prompts": str(Path(settings.prompts_path).resolve()),
+        "prompt_split": settings.prompt_split,
         "n_prompts": len(prompts),
         "n_per_prompt": n,
         "model": settings.model,
