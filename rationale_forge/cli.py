@@ -652,5 +652,83 @@ def demo_cmd(
     console.print(f"[bold green]report:[/] {result.report}")
 
 
+@app.command("prompts")
+def prompts_cmd(
+    out: Annotated[str, typer.Option("--out", help="JSONL file to write")],
+    n: Annotated[int, typer.Option("--n", help="how many distinct prompts, both splits")],
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="geneval: GenEval's six categories (single/two objects, counting, colours, "
+            "position, colour binding); dense: DPG-style scenes; mixed: half each"
+        ),
+    ] = "geneval",
+    val_fraction: Annotated[
+        float, typer.Option(help="share of every category put in the val split")
+    ] = 0.1,
+    seed: Annotated[int, typer.Option(help="the same seed gives the same file")] = 0,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="evaluation prompts never to produce: JSONL with a 'prompt' field (GenEval's "
+            "evaluation_metadata.jsonl), text with one prompt per line, or a directory of "
+            "them (DPG-Bench's prompts/); compared ignoring case, spaces and a final period. "
+            "Repeatable"
+        ),
+    ] = None,
+    objects: Annotated[
+        str,
+        typer.Option(
+            help="coco: only the 80 COCO classes (checkable by GenEval's detector); "
+            "extended: COCO plus common objects outside it"
+        ),
+    ] = "extended",
+    tags: Annotated[
+        str | None,
+        typer.Option(
+            help="only these categories of the kind, comma-separated (e.g. counting,position)"
+        ),
+    ] = None,
+) -> None:
+    """Write prompts for RL (GRPO) as GenEval-style JSONL rows: prompt, tag (category),
+    include (class, count, color, position) and split (train/val, disjoint).
+
+    Prompts are unique and deterministic for a seed. A draw equal to a prompt in an
+    --exclude file is refused and drawn again; the summary counts such draws.
+    """
+    from .rl_prompts import (
+        KINDS,
+        ExcludeFileError,
+        PromptSpaceError,
+        generate_prompts,
+        load_exclusions,
+        write_jsonl,
+    )
+
+    if kind not in KINDS:
+        _fail(f"--kind {kind}: expected one of {', '.join(KINDS)}")
+    try:
+        excluded = load_exclusions(exclude or [])
+        chosen = [t.strip() for t in tags.split(",") if t.strip()] if tags else None
+        result = generate_prompts(kind, n, val_fraction, seed, excluded, objects, chosen)
+    except (ExcludeFileError, PromptSpaceError, ValueError) as exc:
+        _fail(str(exc))
+    write_jsonl(result.rows, out)
+    counts = result.counts()
+    rows: list[tuple[str, object]] = []
+    for tag in sorted({t for t, _ in counts}):
+        rows.append((tag, f"{counts[(tag, 'train')]:,} train / {counts[(tag, 'val')]:,} val"))
+    rows += [
+        ("prompts written", len(result.rows)),
+        ("evaluation prompts loaded", len(excluded)),
+        ("draws refused: equal to an evaluation prompt", result.excluded),
+        ("draws refused: duplicates", result.duplicates),
+    ]
+    for tag, k in result.shortfall.items():
+        rows.append((f"{tag}: share moved to other categories (space exhausted)", k))
+    console.print(summary_table(f"forge prompts ({kind}, seed {seed})", rows))
+    console.print(f"[bold green]prompts:[/] {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
