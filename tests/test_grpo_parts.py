@@ -209,6 +209,9 @@ def test_image_grid_layout_and_captions():
     assert mixed.size == (160, 80) and mixed.mode == "RGB"
     with pytest.raises(ValueError, match="2 images but 1 captions"):
         image_grid(images[:2], 2, captions=["x"])
+    with pytest.raises(TypeError, match="captions="):
+        image_grid(images[:2], ["a", "b"])
+    assert image_grid(images).size == (96, 64)  # default: 3 columns for 5 images
 
 
 def test_tracker_writes_jsonl_and_image_grids(tmp_path, caplog):
@@ -220,6 +223,7 @@ def test_tracker_writes_jsonl_and_image_grids(tmp_path, caplog):
         assert tracker.log_images(images, step=1) is None  # not an image step
         path = tracker.log_images(images, step=2, captions=["a"] * 4, name="rollouts")
         forced = tracker.log_images(images, step=3, force=True)
+        ready = tracker.log_images({"rollout": image_grid(images, 4)}, step=4)
     rows = [
         json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     ]
@@ -229,6 +233,7 @@ def test_tracker_writes_jsonl_and_image_grids(tmp_path, caplog):
     assert path == tmp_path / "run" / "images" / "rollouts_000002.png"
     assert Image.open(path).size[0] == 32  # two columns of 16 px
     assert forced.name == "samples_000003.png"
+    assert ready.name == "rollout_000004.png" and Image.open(ready).size == (64, 16)
     assert "loss=0.5" in caplog.text
 
 

@@ -28,16 +28,24 @@ BACKENDS = ("tensorboard", "trackio", "wandb")
 
 def image_grid(
     images: Sequence[Image.Image],
-    cols: int,
+    cols: int | None = None,
     captions: Sequence[str] | None = None,
     cell: int | None = None,
     caption_lines: int = 3,
 ) -> Image.Image:
-    """Images in a grid, ``cols`` per row, each scaled to fit a ``cell``-pixel square (the
-    largest image side by default) and centred; with ``captions``, the text (wrapped,
-    at most ``caption_lines`` lines) is written under each image."""
+    """Images in a grid, ``cols`` per row (default: a square-ish grid), each scaled to fit
+    a ``cell``-pixel square (the largest image side by default) and centred; with
+    ``captions``, the text (wrapped, at most ``caption_lines`` lines) is written under each
+    image."""
     if not images:
         raise ValueError("image_grid: no images")
+    if cols is None:
+        cols = math.ceil(math.sqrt(len(images)))
+    if not isinstance(cols, int):
+        raise TypeError(
+            f"image_grid: cols must be an int, got {type(cols).__name__} "
+            f"(captions go in captions=...)"
+        )
     if cols < 1:
         raise ValueError(f"image_grid: cols {cols} must be >= 1")
     if captions is not None and len(captions) != len(images):
@@ -170,7 +178,7 @@ class Tracker:
 
     def log_images(
         self,
-        images: Sequence[Image.Image],
+        images: Sequence[Image.Image] | Mapping[str, Image.Image],
         step: int,
         captions: Sequence[str] | None = None,
         name: str = "samples",
@@ -178,11 +186,19 @@ class Tracker:
         force: bool = False,
     ) -> Path | None:
         """A grid of ``images`` (with ``captions``) every ``image_every`` steps (or when
-        ``force``); returns the PNG's path, or None when this step is skipped."""
+        ``force``); returns the PNG's path, or None when this step is skipped. A mapping
+        ``{name: image}`` logs ready-made images (grids) under their names instead (the
+        path of the last one is returned)."""
         if not images or (step % self.image_every and not force):
             return None
-        cols = cols or math.ceil(math.sqrt(len(images)))
-        grid = image_grid(images, cols, captions)
+        if isinstance(images, Mapping):
+            path = None
+            for key, picture in images.items():
+                path = self._log_picture(to_rgb(picture), step, key)
+            return path
+        return self._log_picture(image_grid(images, cols, captions), step, name)
+
+    def _log_picture(self, grid: Image.Image, step: int, name: str) -> Path:
         folder = self.out_dir / "images"
         folder.mkdir(exist_ok=True)
         path = folder / f"{name}_{step:06d}.png"
