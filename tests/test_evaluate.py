@@ -93,12 +93,14 @@ def colour_of(prompt: str, k: int) -> tuple[int, int, int]:
 class FakeSampler:
     def __init__(self, fail_after_calls: int | None = None):
         self.calls: list[list[str]] = []
+        self.seeds: list[int | None] = []
         self.fail_after_calls = fail_after_calls
 
     def __call__(self, prompts, n, config):
         if self.fail_after_calls is not None and len(self.calls) >= self.fail_after_calls:
             raise RuntimeError("out of memory (simulated crash)")
         self.calls.append(list(prompts))
+        self.seeds.append(config.seed)
         return [
             FakeSample(
                 p,
@@ -511,13 +513,15 @@ def test_a_crashed_run_resumes_and_other_settings_are_refused(tmp_path):
     meta = write_geneval(tmp_path / "m.jsonl")
     s = settings(tmp_path, "geneval", meta, n=2, chunk_prompts=1)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        evaluate(s, FakeSampler(fail_after_calls=2), FakeConfig())
+        evaluate(s, FakeSampler(fail_after_calls=2), FakeConfig(seed=10))
     # a torn last line, as a crash mid-write leaves it
     with (s.out / "samples.jsonl").open("a") as f:
         f.write('{"key": "00002", "ind')
     again = FakeSampler()
-    results = evaluate(s, again, FakeConfig())
+    results = evaluate(s, again, FakeConfig(seed=10))
     assert again.calls == [["a photo of two dogs"], ["a photo of a car left of a cat"]]
+    # each chunk has its own seed, the same whether or not the run was interrupted
+    assert again.seeds == [12, 13]
     assert results["counts"]["images"] == 8
     assert len((s.out / "samples.jsonl").read_text().splitlines()) == 8
     with pytest.raises(EvaluationError, match="n_per_prompt"):
@@ -842,3 +846,30 @@ def test_forge_prompts_val_split_is_scored_by_tag(tmp_path):
     assert all(found[r["prompt"]]["include"] == r["include"] for r in val)
     with pytest.raises(BenchmarkInputError, match="no rows with split 'test'"):
         read_prompts("prompts", path, split="test")
+
+
+def test_resumed_run_draws_the_same_images_with_tiny_janus(tmp_path, tiny_janus):
+    sampler = model_mod.janus_sampler(str(tiny_janus), device="cpu")
+    config = model_mod.sampling_config(think=True, max_rationale_tokens=4, seed=3)
+    meta = write_geneval(tmp_path / "m.jsonl", GENEVAL_LINES[:3])
+    whole = settings(tmp_path / "whole", "geneval", meta, n=2, chunk_prompts=1)
+    evaluate(whole, sampler, config)
+
+    calls = []
+
+    def crashing(prompts, n, cfg):
+        if len(calls) == 1:
+            raise RuntimeError("simulated crash")
+        calls.append(prompts)
+        return sampler(prompts, n, cfg)
+
+    broken = settings(tmp_path / "broken", "geneval", meta, n=2, chunk_prompts=1)
+    with pytest.raises(RuntimeError):
+        evaluate(broken, crashing, config)
+    evaluate(broken, sampler, config)
+    for key in ("00000", "00001", "00002"):
+        for k in range(2):
+            rel = f"{key}/samples/{k:04d}.png"
+            assert (whole.out / rel).read_bytes() == (broken.out / rel).read_bytes(), rel
+    a = (whole.out / "00001/rationales.jsonl").read_text()
+    assert a == (broken.out / "00001/rationales.jsonl").read_text()

@@ -148,6 +148,14 @@ def _positions(prompts: Sequence[BenchPrompt]) -> list[int]:
     return positions
 
 
+def chunk_seeded(config: Any, number: int) -> Any:
+    """``config`` with seed + ``number`` when it has a seed (a dataclass config)."""
+    seed = getattr(config, "seed", None)
+    if seed is None or not dataclasses.is_dataclass(config):
+        return config
+    return dataclasses.replace(config, seed=seed + number)
+
+
 def _judge_dict(result: Any) -> dict[str, Any]:
     score = getattr(result, "score", None)
     return {
@@ -179,11 +187,16 @@ def sample_and_write(
     if done:
         console.print(f"resuming: {len(done)} prompts already sampled, {len(todo)} to go")
     step = max(1, settings.chunk_prompts)
+    # Chunks are fixed by prompt position and each gets its own seed (seed + chunk number),
+    # so a resumed run draws the same images as an uninterrupted one.
+    chunks: dict[int, list[tuple[int, BenchPrompt]]] = {}
+    for index, item in todo:
+        chunks.setdefault(index // step, []).append((index, item))
     with ProgressBar(len(todo) * n, "sampling", settings.progress) as bar:
-        for start in range(0, len(todo), step):
-            chunk = todo[start : start + step]
+        for number, chunk in chunks.items():
+            chunk_config = chunk_seeded(config, number)
             texts = [p.prompt for _, p in chunk]
-            samples = list(sampler(texts, n, config))
+            samples = list(sampler(texts, n, chunk_config))
             if len(samples) != len(texts) * n:
                 raise EvaluationError(
                     f"the sampler returned {len(samples)} samples for {len(texts)} prompts x {n}"
@@ -221,6 +234,7 @@ def sample_and_write(
                             "k": k,
                             "image": path,
                             "rationale": (sample.rationale or "") if think else None,
+                            "seed": getattr(chunk_config, "seed", None),
                             "judge": None if judge is None else _judge_dict(verdict),
                         }
                     )
