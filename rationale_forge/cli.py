@@ -624,6 +624,139 @@ def export_cmd(
     print_export_summary(stats, out)
 
 
+@app.command("push-to-hub")
+def push_cmd(
+    dataset_dir: Annotated[str, typer.Argument(help="an exported dataset (from `forge export`)")],
+    repo_id: Annotated[str, typer.Option(help="Hub dataset repository, ORG/NAME")],
+    private: Annotated[bool, typer.Option(help="create the repository as private")] = False,
+    revision: Annotated[
+        str | None, typer.Option(help="branch to push to (created when missing; default main)")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="list what would be sent (files, sizes, commits); send nothing")
+    ] = False,
+    files_per_commit: Annotated[
+        int, typer.Option(help="files per commit (the Hub limits commits per hour)")
+    ] = 100,
+    endpoint: Annotated[
+        str | None, typer.Option(help="Hub URL (default: HF_ENDPOINT or huggingface.co)")
+    ] = None,
+) -> None:
+    """Publish an exported dataset folder as a Hub dataset repository.
+
+    Files already on the Hub are not sent again, so rerunning after an interruption
+    resumes; 429/5xx answers are retried with backoff. The token comes from HF_TOKEN or
+    the stored Hub login (`hf auth login`) and is never printed.
+    """
+    from .hub import HubError, PushConfig, hub_endpoint, push_to_hub
+
+    config = PushConfig(
+        repo_id=repo_id,
+        private=private,
+        revision=revision,
+        endpoint=endpoint,
+        files_per_commit=files_per_commit,
+        dry_run=dry_run,
+    )
+    try:
+        result = push_to_hub(dataset_dir, config)
+    except HubError as exc:
+        _fail(str(exc))
+    if dry_run:
+        print_push_plan(result, f"{dataset_dir} -> {repo_id} ({hub_endpoint(endpoint)})")
+        return
+    rows = [
+        ("files sent", len(result.plan.send)),
+        ("already on the Hub", len(result.plan.unchanged)),
+        ("bytes sent", human_bytes(result.plan.bytes_to_send)),
+        ("commits", len(result.commits)),
+        ("retries", result.retries),
+    ]
+    console.print(summary_table(f"push-to-hub -> {repo_id}", rows))
+    console.print(f"[bold green]dataset:[/] {result.url}")
+
+
+def print_push_plan(plan, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"dry run: {title}")
+    table.add_column("commit", justify="right")
+    table.add_column("file")
+    table.add_column("size", justify="right")
+    for i, group in enumerate(plan.commits, 1):
+        for f in group:
+            table.add_row(str(i), f.path, human_bytes(f.size))
+    console.print(table)
+    remote = (
+        f"{len(plan.unchanged)} already on the Hub"
+        if plan.remote_checked
+        else f"remote not checked ({plan.remote_note})"
+    )
+    console.print(
+        f"would send {len(plan.send)} file(s), {human_bytes(plan.bytes_to_send)}, in "
+        f"{len(plan.commits)} commit(s); {remote}"
+    )
+
+
+def print_pipeline_result(result) -> None:
+    """Summaries of the stages that ran, then where the results are."""
+    if result.ingest is not None:
+        print_ingest_summary(result.ingest, result.spec.ingested)
+    if result.generate is not None:
+        print_generate_summary(result.generate, result.spec.generated)
+    if result.filter is not None:
+        print_filter_summary(result.filter, result.spec.filtered, None)
+    if result.export is not None:
+        print_export_summary(result.export, result.spec.dataset)
+    if result.skipped:
+        console.print(f"already done (skipped): {', '.join(result.skipped)}")
+    if result.pushed is not None:
+        console.print(f"[bold green]pushed:[/] {result.pushed.url}")
+    console.print(f"[bold green]report:[/] {result.report}")
+    console.print(f"[bold green]dataset:[/] {result.spec.dataset}")
+
+
+@app.command("run")
+def run_cmd(
+    pipeline: Annotated[
+        str, typer.Argument(help="pipeline file (YAML); see pipelines/ for examples")
+    ],
+    out: Annotated[str | None, typer.Option(help="write here instead of the file's `out`")] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="start every stage over instead of skipping finished ones")
+    ] = False,
+    push: Annotated[bool, typer.Option(help="run the file's push step, if it has one")] = True,
+) -> None:
+    """Run a whole pipeline from one YAML file: source -> generate -> filter -> export
+    (-> push to the Hub).
+
+    Rerunning skips the stages that finished with the same settings and resumes an
+    interrupted one; changing a stage's settings reruns it and every stage after it.
+    """
+    from .export import ExportError
+    from .filters.clip import ClipUnavailableError
+    from .hub import HubError
+    from .pipeline import PipelineError, load_pipeline, run_pipeline
+
+    try:
+        spec = load_pipeline(pipeline, out)
+        result = run_pipeline(spec, overwrite=overwrite, push=push)
+    except (
+        PipelineError,
+        SourceError,
+        RunConflictError,
+        MissingAPIKeyError,
+        ModelUnavailableError,
+        ClipUnavailableError,
+        ExportError,
+        HubError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
+        _fail(str(exc))
+    print_pipeline_result(result)
+
+
 @app.command("demo")
 def demo_cmd(
     out: Annotated[str, typer.Option(help="where to write the demo runs")] = "runs/demo",
@@ -631,7 +764,8 @@ def demo_cmd(
         str | None, typer.Option(help=f"local model for generation (default {DEFAULT_LOCAL_MODEL})")
     ] = None,
 ) -> None:
-    """Run the pipeline on the built-in sample corpus (no server, no API key).
+    """Run the whole pipeline on the built-in sample corpus (no server, no API key):
+    ingest, generate, filter, report, export.
 
     Uses the local default model; offline without its weights, a tiny random model stands
     in (with a warning) so the whole pipeline still runs.
@@ -639,9 +773,14 @@ def demo_cmd(
     from .demo import run_demo
 
     result = run_demo(out, model)
-    print_ingest_summary(result.ingest, result.ingested)
-    print_generate_summary(result.generate, result.generated)
-    print_filter_summary(result.filter, result.filtered, None)
+    if result.ingest is not None:
+        print_ingest_summary(result.ingest, result.ingested)
+    if result.generate is not None:
+        print_generate_summary(result.generate, result.generated)
+    if result.filter is not None:
+        print_filter_summary(result.filter, result.filtered, None)
+    if result.export is not None:
+        print_export_summary(result.export, result.dataset)
     fallback = ", tiny random fallback" if result.fallback else ""
     console.print(
         f"[bold green]rationales:[/] {result.generated}/data (model: {result.model}{fallback})"
@@ -650,6 +789,10 @@ def demo_cmd(
         f"[bold green]filtered:[/] {result.filtered}/data (kept), {result.filtered}/rejected"
     )
     console.print(f"[bold green]report:[/] {result.report}")
+    console.print(
+        f"[bold green]dataset:[/] {result.dataset}  "
+        f'(datasets.load_dataset("{result.dataset}"); `forge push-to-hub` publishes it)'
+    )
 
 
 @app.command("prompts")
