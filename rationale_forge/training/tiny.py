@@ -176,12 +176,9 @@ def build_tiny_janus(
     (for benchmarks of large shapes).
     """
     import torch
-    from transformers import (
-        GenerationConfig,
-        JanusForConditionalGeneration,
-        JanusImageProcessor,
-        JanusProcessor,
-    )
+    from transformers import GenerationConfig, JanusImageProcessor, JanusProcessor
+
+    from .janus import JanusForRationaleGeneration
 
     shape = SHAPES[shape] if isinstance(shape, str) else shape
     tokenizer = _train_tokenizer()
@@ -189,7 +186,7 @@ def build_tiny_janus(
     vocab = shape.vocab or len(tokenizer)
     config = janus_config(shape, vocab, ids)
     torch.manual_seed(seed)
-    model = JanusForConditionalGeneration(config)
+    model = JanusForRationaleGeneration(config)
     model.generation_config = GenerationConfig(
         bos_token_id=ids[BOS],
         eos_token_id=ids[EOS],
