@@ -12,6 +12,7 @@ code, not a text token): the ids overlap, the mask tells them apart.
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,13 +101,23 @@ class JanusBundle:
         use_cache: bool = False,
     ):
         """Run the language model on embeddings; returns its output (hidden states, cache)."""
-        return self.model.model.language_model(
+        lm = self.model.model.language_model
+        return lm(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache,
             use_cache=use_cache,
+            **{_cache_kwarg(lm): cache},
         )
+
+    def new_cache(self):
+        """An empty KV cache for :meth:`hidden`."""
+        from transformers import DynamicCache
+
+        try:
+            return DynamicCache(config=self.model.config.text_config)
+        except TypeError:  # transformers releases whose DynamicCache takes no config
+            return DynamicCache()
 
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(hidden)
@@ -227,6 +238,11 @@ class JanusForRationaleGeneration(JanusForConditionalGeneration):
             data = json.loads(config.read_text())
             data["architectures"] = ["JanusForConditionalGeneration"]
             config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _cache_kwarg(module) -> str:
+    """``cache`` in recent transformers, ``past_key_values`` before the rename."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
 def _token_id(tokenizer, token: str | None, what: str) -> int:

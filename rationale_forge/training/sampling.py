@@ -148,11 +148,7 @@ class _Stepper:
     def __init__(self, bundle: JanusBundle, ids, image_mask, mask, use_cache: bool):
         self.b, self.use_cache = bundle, use_cache
         self.ids, self.image_mask, self.mask = ids, image_mask, mask
-        self.cache = None
-        if use_cache:
-            from transformers import DynamicCache
-
-            self.cache = DynamicCache(config=bundle.model.config.text_config)
+        self.cache = bundle.new_cache() if use_cache else None
 
     def first(self) -> torch.Tensor:
         """Hidden state of the last position after reading the whole batch."""
