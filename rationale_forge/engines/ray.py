@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import posixpath
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -153,6 +154,25 @@ def decide_batch(batch, out: str, decided):
     return pa.table({"shard": shards, "stats": [stats_to_json(s) for s in stats]})
 
 
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)): (.+)$")
+
+
+def worker_error(exc: BaseException) -> str:
+    """The worker's own error (``ValueError: ...``) from the traceback text Ray wraps it
+    in; Ray's wrapper when there is none."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__
+    for link in chain:
+        for line in str(link).splitlines():
+            match = _ERROR_LINE.match(line.strip())
+            if match and not match.group(1).startswith("ray."):
+                return f"{match.group(1)}: {match.group(2)[:500]}"
+    last = chain[-1]
+    return f"{type(last).__name__}: {(str(last).strip().splitlines() or [''])[0][:500]}"
+
+
 # -- the engine ------------------------------------------------------------------------
 class RayEngine:
     name = "ray"
@@ -209,10 +229,7 @@ class RayEngine:
             for row in ds.iter_rows():
                 bar.advance(advance(row))
         except Exception as exc:  # a worker's error arrives wrapped in Ray's
-            cause = getattr(exc, "cause", None) or exc
-            raise RayEngineError(
-                f"the Ray job failed: {type(cause).__name__}: {str(cause).splitlines()[0]}"
-            ) from exc
+            raise RayEngineError(f"the Ray job failed: {worker_error(exc)}") from exc
 
     # -- generate ------------------------------------------------------------------------
     def generate(

@@ -16,7 +16,7 @@ import asyncio
 import json
 import posixpath
 import uuid
-from dataclasses import asdict
+from dataclasses import fields
 from typing import Any
 
 import pyarrow as pa
@@ -129,7 +129,8 @@ class _NoBar:
 
 
 def stats_to_json(stats: GenerateStats | FilterStats) -> str:
-    return json.dumps(asdict(stats), default=str)
+    # not dataclasses.asdict: it rebuilds a Counter from (key, count) pairs, as keys
+    return json.dumps({f.name: getattr(stats, f.name) for f in fields(stats)}, default=str)
 
 
 def generate_stats_from_json(text: str) -> GenerateStats:
