@@ -755,6 +755,21 @@ def _example_md(row: dict[str, Any], fmt: str) -> list[str]:
     return out
 
 
+def dataset_info(root: Path, stats: ExportStats, splits: list[str]) -> dict[str, Any]:
+    """Split sizes for the card. Besides informing the Hub, they make ``datasets``' cache key
+    depend on the content: it hashes the card's metadata and the data-file *patterns*, so
+    without them two exports to folders of the same name (or a re-export in place) would
+    share a cache entry and load stale rows."""
+    sizes = {s: sum((root / f).stat().st_size for f in stats.shards[s]) for s in splits}
+    return {
+        "splits": [
+            {"name": s, "num_bytes": sizes[s], "num_examples": stats.rows[s]} for s in splits
+        ],
+        "download_size": sum(sizes.values()),
+        "dataset_size": sum(sizes.values()),
+    }
+
+
 def write_card(path: Path, data_kwargs: dict[str, Any], body: str) -> None:
     """The dataset card, through huggingface_hub's DatasetCard (YAML front matter)."""
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -924,6 +939,7 @@ def export(
                 "language": ["en"],
                 "tags": ["rationale", "reasoning", "synthetic", "rationale-forge"],
                 "configs": configs,
+                "dataset_info": dataset_info(scratch, stats, splits),
             },
             body,
         )

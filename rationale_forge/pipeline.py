@@ -9,13 +9,15 @@ and an error names the file, the key and its line. Stages write under ``out``::
 Rerunning skips what is done: a stage whose manifest says it finished with the same
 settings, on the same upstream result, is not run again; an unfinished one resumes (the
 stages' own resume logic: keys already written, answers already cached, rows already
-scored), and every stage after it runs again.
+scored), and every stage after it runs again. A stage whose settings changed (or whose
+upstream's did) starts over in its folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -71,6 +73,16 @@ class PushSpec(BaseModel):
     files_per_commit: int = Field(default=100, ge=1)
 
 
+class EngineSpec(BaseModel):
+    """Where generate and filter run (``--engine``); it does not change what they write."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="local", pattern=r"^(local|ray)$")
+    address: str | None = None  # ray: auto, HOST:6379 or ray://HOST:10001
+    clip_actors: int | None = Field(default=None, ge=1)
+
+
 class PipelineSpec(BaseModel):
     """One pipeline file."""
 
@@ -83,6 +95,7 @@ class PipelineSpec(BaseModel):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     push: PushSpec | None = None
+    engine: EngineSpec = Field(default_factory=EngineSpec)
 
     @model_validator(mode="before")
     @classmethod
@@ -103,10 +116,14 @@ class PipelineSpec(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _ingest_keys(self) -> PipelineSpec:
+    def _check(self) -> PipelineSpec:
         unknown = set(self.ingest) - {"workers", "rows_per_shard", "max_pixels"}
         if unknown:
             raise ValueError(f"ingest: unknown key(s) {', '.join(sorted(unknown))}")
+        # A shell expands ~ in flags; YAML does not, so do it here.
+        self.out = os.path.expanduser(self.out)
+        if self.source.data_dir:
+            self.source.data_dir = os.path.expanduser(self.source.data_dir)
         return self
 
     # The stage folders.
@@ -214,6 +231,16 @@ def _is_done(run_dir: str, stage: str, digest: str, upstream: str | None) -> boo
     )
 
 
+def _start_over(run_dir: str, stage: str, digest: str) -> bool:
+    """True when the stage's folder holds a pipeline run made with other settings: its
+    results (and, for generate, its answers) do not apply, so the stage starts over."""
+    recorded = _finished(run_dir, stage).get("pipeline_spec")
+    if recorded is not None and recorded != digest:
+        console.print(f"[bold]{stage}[/]: settings changed since the last run, starting over")
+        return True
+    return False
+
+
 def _mark(run_dir: str, stage: str, digest: str, upstream: str | None) -> str | None:
     """Record in the stage's manifest which pipeline settings and which upstream result it
     finished with; returns its finish time (the next stage's ``pipeline_input``)."""
@@ -250,10 +277,12 @@ def run_pipeline(
     """Run every stage of ``spec`` that is not done yet. ``overwrite`` starts every stage
     over. The ``on_*_error`` hooks may return a changed spec to retry that stage with
     (``forge demo`` swaps in tiny models when weights are missing)."""
+    from .engines import make_engine
     from .report import write_report
 
     result = PipelineResult(spec)
     digests = stage_specs(spec)
+    engine = make_engine(spec.engine.name, spec.engine.address, spec.engine.clip_actors)
 
     def log_skip(stage: str, where: str) -> None:
         result.skipped.append(stage)
@@ -267,7 +296,7 @@ def run_pipeline(
         result.ingest = ingest(
             replace(spec.source),
             spec.ingested,
-            overwrite=overwrite,
+            overwrite=overwrite or _start_over(spec.ingested, "ingest", digests["ingest"]),
             progress=progress,
             **spec.ingest,
         )
@@ -278,9 +307,12 @@ def run_pipeline(
     if not overwrite and _is_done(spec.generated, "generate", digests["generate"], upstream):
         log_skip("generate", spec.generated)
     else:
-        config = replace(spec.generate, overwrite=overwrite or spec.generate.overwrite)
+        fresh = _start_over(spec.generated, "generate", digests["generate"])
+        config = replace(spec.generate, overwrite=overwrite or fresh or spec.generate.overwrite)
         try:
-            result.generate = generate(spec.ingested, spec.generated, config, progress=progress)
+            result.generate = generate(
+                spec.ingested, spec.generated, config, progress=progress, engine=engine
+            )
         except Exception as exc:
             changed = on_generate_error(exc, spec) if on_generate_error else None
             if changed is None:
@@ -288,7 +320,9 @@ def run_pipeline(
             spec = result.spec = changed
             digests = stage_specs(spec)
             config = replace(spec.generate, overwrite=overwrite or spec.generate.overwrite)
-            result.generate = generate(spec.ingested, spec.generated, config, progress=progress)
+            result.generate = generate(
+                spec.ingested, spec.generated, config, progress=progress, engine=engine
+            )
         result.ran.append("generate")
     upstream = _mark(spec.generated, "generate", digests["generate"], upstream)
 
@@ -298,9 +332,12 @@ def run_pipeline(
         report = Path(spec.filtered) / "report" / "index.html"
         result.report = str(report if report.exists() else write_report(spec.filtered))
     else:
-        config = replace(spec.filter, overwrite=overwrite or spec.filter.overwrite)
+        fresh = _start_over(spec.filtered, "filter", digests["filter"])
+        config = replace(spec.filter, overwrite=overwrite or fresh or spec.filter.overwrite)
         try:
-            result.filter = filter_run(spec.generated, spec.filtered, config, progress=progress)
+            result.filter = filter_run(
+                spec.generated, spec.filtered, config, progress=progress, engine=engine
+            )
         except Exception as exc:
             changed = on_filter_error(exc, spec) if on_filter_error else None
             if changed is None:
@@ -308,7 +345,9 @@ def run_pipeline(
             spec = result.spec = changed
             digests = stage_specs(spec)
             config = replace(spec.filter, overwrite=overwrite or spec.filter.overwrite)
-            result.filter = filter_run(spec.generated, spec.filtered, config, progress=progress)
+            result.filter = filter_run(
+                spec.generated, spec.filtered, config, progress=progress, engine=engine
+            )
         result.ran.append("filter")
         result.report = str(write_report(spec.filtered))
     _mark(spec.filtered, "filter", digests["filter"], upstream)
