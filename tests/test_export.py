@@ -440,3 +440,15 @@ def test_a_run_that_kept_nothing_is_refused_with_the_reason(tmp_path):
     with pytest.raises(ExportError, match=r"no row passed the filter \(0 of 3 kept\)"):
         export(str(filtered), str(tmp_path / "empty"), progress=False)
     assert not (tmp_path / "empty").exists()
+
+
+def test_a_re_export_in_place_loads_the_new_rows_not_a_cached_copy(dataset, tmp_path):
+    _, _, _, filtered, _, _ = dataset
+    out = tmp_path / "dataset"  # the same folder name as other exports: cache keys could clash
+    loaded = []
+    for seed in (0, 5):  # same layout and card configs, other rows in each split
+        export(str(filtered), str(out), ExportConfig(test_size=0.3, seed=seed), progress=False)
+        ds = datasets.load_dataset(str(out))
+        assert {s: set(ds[s]["image_id"]) for s in ("train", "test")} == split_of(out)
+        loaded.append(set(ds["test"]["image_id"]))
+    assert loaded[0] != loaded[1]
