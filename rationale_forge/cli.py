@@ -668,6 +668,7 @@ def push_cmd(
     rows = [
         ("files sent", len(result.plan.send)),
         ("already on the Hub", len(result.plan.unchanged)),
+        ("stale files deleted", len(result.plan.stale)),
         ("bytes sent", human_bytes(result.plan.bytes_to_send)),
         ("commits", len(result.commits)),
         ("retries", result.retries),
@@ -692,6 +693,8 @@ def print_push_plan(plan, title: str) -> None:
         if plan.remote_checked
         else f"remote not checked ({plan.remote_note})"
     )
+    for path in plan.stale:
+        console.print(f"would delete {path} (not in the local folder)")
     console.print(
         f"would send {len(plan.send)} file(s), {human_bytes(plan.bytes_to_send)}, in "
         f"{len(plan.commits)} commit(s); {remote}"
@@ -712,8 +715,8 @@ def print_pipeline_result(result) -> None:
         console.print(f"already done (skipped): {', '.join(result.skipped)}")
     if result.pushed is not None:
         console.print(f"[bold green]pushed:[/] {result.pushed.url}")
-    console.print(f"[bold green]report:[/] {result.report}")
-    console.print(f"[bold green]dataset:[/] {result.spec.dataset}")
+    console.print(f"[bold green]report:[/] {result.report}", soft_wrap=True)
+    console.print(f"[bold green]dataset:[/] {result.spec.dataset}", soft_wrap=True)
 
 
 @app.command("run")
@@ -788,11 +791,14 @@ def demo_cmd(
     console.print(
         f"[bold green]filtered:[/] {result.filtered}/data (kept), {result.filtered}/rejected"
     )
-    console.print(f"[bold green]report:[/] {result.report}")
     console.print(
-        f"[bold green]dataset:[/] {result.dataset}  "
-        f'(datasets.load_dataset("{result.dataset}"); `forge push-to-hub` publishes it)'
+        f'load it with datasets.load_dataset("{result.dataset}"); publish it with '
+        f"`forge push-to-hub {result.dataset} --repo-id ORG/NAME`",
+        soft_wrap=True,
     )
+    # The two paths last, unwrapped, so they can be copied.
+    console.print(f"[bold green]report:[/] {result.report}", soft_wrap=True)
+    console.print(f"[bold green]dataset:[/] {result.dataset}", soft_wrap=True)
 
 
 @app.command("prompts")

@@ -68,6 +68,9 @@ class PushPlan:
     commits: list[list[LocalFile]]
     remote_checked: bool
     remote_note: str = ""
+    #: remote data files the local folder no longer has (an earlier export with another
+    #: shard count): deleted in the last commit, or `data/train-*` would still match them
+    stale: list[str] = field(default_factory=list)
 
     @property
     def bytes_to_send(self) -> int:
@@ -164,15 +167,28 @@ def _status(exc: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
-def _retryable(exc: BaseException) -> bool:
-    import httpx
+#: Connection-level failures, by class name: huggingface_hub has used requests, httpx and
+#: httpx2 across versions, and each names them alike.
+TRANSPORT_ERRORS = {
+    "TransportError",
+    "ConnectionError",
+    "ConnectError",
+    "Timeout",
+    "TimeoutException",
+    "TimeoutError",
+    "ReadError",
+    "WriteError",
+    "RemoteProtocolError",
+}
 
+
+def _retryable(exc: BaseException) -> bool:
     if _status(exc) in RETRY_STATUS:
+        return True
+    if any(cls.__name__ in TRANSPORT_ERRORS for cls in type(exc).__mro__):
         return True
     # huggingface_hub wraps a failed LFS upload in a RuntimeError; look at the cause too.
     cause = exc.__cause__ or exc.__context__
-    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
-        return True
     return cause is not None and cause is not exc and _retryable(cause)
 
 
@@ -262,7 +278,11 @@ def make_plan(files: list[LocalFile], remote: dict[str, Any], config: PushConfig
     unchanged = [f.path for f in files if f.path in remote and _matches(f, remote[f.path])]
     send = [f for f in files if f.path not in set(unchanged)]
     commits = plan_commits(send, config.files_per_commit, config.bytes_per_commit)
-    return PushPlan(files, send, unchanged, commits, remote_checked=True)
+    local = {f.path for f in files}
+    stale = sorted(p for p in remote if p.startswith("data/") and p not in local)
+    if stale and not commits:
+        commits = [[]]  # a commit that only deletes
+    return PushPlan(files, send, unchanged, commits, remote_checked=True, stale=stale)
 
 
 def push_to_hub(
@@ -307,7 +327,7 @@ def push_to_hub(
 
 
 def _push(hub: _Hub, files: list[LocalFile], config: PushConfig, progress: bool) -> PushResult:
-    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     from .ui import ProgressBar
 
@@ -333,11 +353,15 @@ def _push(hub: _Hub, files: list[LocalFile], config: PushConfig, progress: bool)
     with ProgressBar(len(plan.send), f"push to {repo_id}", progress) as bar:
         for i, group in enumerate(plan.commits, 1):
             pending = list(group)
+            deletes = list(plan.stale) if i == n else []
             message = f"{config.commit_message} ({i}/{n})" if n > 1 else config.commit_message
 
-            def commit(pending: list[LocalFile] = pending, message: str = message) -> Any:
+            def commit(
+                pending: list[LocalFile] = pending, deletes: list[str] = deletes, message=message
+            ) -> Any:
                 # Fresh operations each attempt (an operation object commits only once).
-                ops = [CommitOperationAdd(f.path, str(f.local)) for f in pending]
+                ops: list[Any] = [CommitOperationAdd(f.path, str(f.local)) for f in pending]
+                ops += [CommitOperationDelete(path) for path in deletes]
                 return api.create_commit(
                     repo_id,
                     ops,
@@ -346,17 +370,18 @@ def _push(hub: _Hub, files: list[LocalFile], config: PushConfig, progress: bool)
                     revision=hub.revision,
                 )
 
-            def recheck(pending: list[LocalFile] = pending) -> None:
+            def recheck(pending: list[LocalFile] = pending, deletes: list[str] = deletes) -> None:
                 # The failed attempt may have committed after all: keep only what is missing.
                 hub.retries += 1
                 try:
-                    there = hub.remote_files([f.path for f in pending])
+                    there = hub.remote_files([f.path for f in pending] + deletes)
                 except Exception:  # the next attempt will tell
                     return
                 pending[:] = [f for f in pending if not _matches_any(f, there)]
+                deletes[:] = [p for p in deletes if p in there]
 
             for attempt in range(config.max_retries + 1):
-                if not pending:
+                if not pending and not deletes:
                     break
                 try:
                     info = commit()

@@ -289,6 +289,7 @@ class FakeHub:
                 lines = [json.loads(line) for line in body.splitlines() if line.strip()]
                 header = next(line["value"] for line in lines if line["key"] == "header")
                 changes: dict[str, bytes] = {}
+                deleted: list[str] = []
                 for line in lines:
                     value = line["value"]
                     if line["key"] == "file":
@@ -297,10 +298,16 @@ class FakeHub:
                         if value["oid"] not in hub.lfs:
                             return self._send(422, {"error": f"LFS object {value['oid']} missing"})
                         changes[value["path"]] = hub.lfs[value["oid"]]
+                    elif line["key"] == "deletedFile":
+                        if value["path"] not in repo.branches[rev]:
+                            return self._send(404, {"error": f"{value['path']} does not exist"})
+                        deleted.append(value["path"])
                     elif line["key"] != "header":
                         return self._send(400, {"error": f"unsupported operation {line['key']}"})
                 with hub.lock:
                     repo.branches[rev].update(changes)
+                    for path in deleted:
+                        repo.branches[rev].pop(path, None)
                     oid = hashlib.sha1(f"{repo.heads[rev]}{time.time_ns()}".encode()).hexdigest()
                     repo.heads[rev] = oid
                     hub.commits.append(
@@ -309,6 +316,7 @@ class FakeHub:
                             "revision": rev,
                             "summary": header["summary"],
                             "files": sorted(changes),
+                            "deleted": sorted(deleted),
                         }
                     )
                 self._send(

@@ -185,3 +185,36 @@ def test_a_folder_that_is_not_an_export_is_refused(hub, tmp_path):
         ["push-to-hub", str(tmp_path / "nothing"), "--repo-id", REPO], env_for(hub, tmp_path)
     )
     assert proc.returncode == 2 and "not an exported dataset" in proc.stderr
+
+
+def test_a_new_export_with_fewer_shards_removes_the_stale_ones(hub, dataset, tmp_path):
+    env = env_for(hub, tmp_path)
+    assert forge(["push-to-hub", str(dataset), "--repo-id", REPO], env).returncode == 0
+    old = {p for p in hub.files(REPO) if p.startswith("data/")}
+    # Re-export the same rows into fewer, larger shards.
+    smaller = tmp_path / "reexport"
+    export(
+        str(dataset.parent / "filtered"),
+        str(smaller),
+        ExportConfig(test_size=0, rows_per_shard=5),
+        progress=False,
+    )
+    proc = forge(["push-to-hub", str(smaller), "--repo-id", REPO, "--dry-run"], env)
+    assert "would delete data/train-00005-of-00006.parquet" in proc.stderr
+    proc = forge(["push-to-hub", str(smaller), "--repo-id", REPO], env)
+    assert proc.returncode == 0, proc.stderr
+    assert_complete(hub, smaller)
+    assert set(hub.commits[-1]["deleted"]) == old - set(hub.files(REPO))
+    assert "README.md" in hub.commits[-1]["files"]  # deletions ride with the card
+
+
+def test_connection_failures_are_retried_and_client_errors_are_not():
+    import requests
+
+    from rationale_forge.hub import _retryable
+
+    assert _retryable(requests.ConnectionError("reset"))
+    wrapped = RuntimeError("Error while uploading 'x' to the Hub.")
+    wrapped.__cause__ = requests.Timeout("slow")
+    assert _retryable(wrapped)
+    assert not _retryable(ValueError("bad README"))

@@ -232,7 +232,7 @@ def test_demo_runs_the_whole_pipeline_offline_and_prints_the_paths(tmp_path):
     assert "RANDOMLY INITIALISED" in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-2].startswith("report:") and str(out / "filtered" / "report") in lines[-2]
-    assert lines[-1].startswith(f"dataset: {out / 'dataset'}")
+    assert lines[-1] == f"dataset: {out / 'dataset'}"
     ds = datasets.load_dataset(str(out / "dataset"))
     kept = RunDir(str(out / "filtered")).count_rows("data")
     assert kept > 0 and sum(ds.num_rows.values()) == kept
