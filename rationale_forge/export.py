@@ -333,32 +333,13 @@ def source_license(source: dict[str, Any] | None) -> str:
 
 
 # -- the split -----------------------------------------------------------------------------
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = np.arange(n, dtype=np.int64)
-
-    def find(self, i: int) -> int:
-        parent = self.parent
-        root = i
-        while parent[root] != root:
-            root = parent[root]
-        while parent[i] != root:  # path compression
-            parent[i], i = root, parent[i]
-        return int(root)
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
-def _near_pairs(values: np.ndarray, distance: int) -> list[tuple[int, int]]:
-    """Index pairs of distinct 64-bit hashes within ``distance`` bits. Multi-index hashing:
-    cut the hash into ``distance + 1`` bands; two hashes that close share a band exactly
-    (pigeonhole), so only hashes in the same band bucket are compared (vectorised)."""
-    pairs: list[tuple[int, int]] = []
-    if len(values) < 2:
-        return pairs
+def _near_pairs(values: np.ndarray, distance: int) -> np.ndarray:
+    """Index pairs (k, 2) of distinct 64-bit hashes within ``distance`` bits. Multi-index
+    hashing: cut the hash into ``distance + 1`` bands; two hashes that close share a band
+    exactly (pigeonhole), so only hashes in the same band bucket are compared (vectorised)."""
+    found: list[np.ndarray] = []
+    if len(values) < 2 or distance < 1:
+        return np.empty((0, 2), dtype=np.int64)
     bands = distance + 1
     width = -(-64 // bands)
     for b in range(bands):
@@ -374,11 +355,41 @@ def _near_pairs(values: np.ndarray, distance: int) -> list[tuple[int, int]]:
             for lo in range(0, len(idx), 1024):  # bounded memory for large buckets
                 block = idx[lo : lo + 1024]
                 bits = np.bitwise_count(values[block][:, None] ^ values[idx][None, :])
-                for i, j in zip(*np.nonzero(bits <= distance), strict=True):
-                    a, c = int(block[i]), int(idx[j])
-                    if a < c:
-                        pairs.append((a, c))
-    return pairs
+                i, j = np.nonzero(bits <= distance)
+                pairs = np.stack([block[i], idx[j]], axis=1)
+                found.append(pairs[pairs[:, 0] < pairs[:, 1]])
+    return np.concatenate(found) if found else np.empty((0, 2), dtype=np.int64)
+
+
+def _equal_neighbours(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Edges (k, 2) joining the ``rows`` whose ``values`` are equal (a chain per value)."""
+    order = np.argsort(values, kind="stable")
+    same = values[order][1:] == values[order][:-1]
+    return np.stack([rows[order][:-1][same], rows[order][1:][same]], axis=1)
+
+
+def _components(n: int, edges: np.ndarray) -> np.ndarray:
+    """Connected-component label (the smallest row index) of each of ``n`` rows, by label
+    propagation with pointer jumping: a few vectorised passes, no per-row Python."""
+    labels = np.arange(n, dtype=np.int64)
+    if not len(edges):
+        return labels
+    a, b = edges[:, 0], edges[:, 1]
+    while True:
+        low = np.minimum(labels[a], labels[b])
+        before = labels.copy()
+        np.minimum.at(labels, a, low)
+        np.minimum.at(labels, b, low)
+        labels = labels[labels]  # jump to the label's label until settled
+        while not np.array_equal(labels, labels[labels]):
+            labels = labels[labels]
+        if np.array_equal(labels, before):
+            return labels
+
+
+def key_hash(key: str) -> int:
+    """A 64-bit hash of a row key (keys are matched by hash to stay compact in memory)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
 
 
 def stable_fraction(image_id: str, seed: int) -> float:
@@ -388,10 +399,86 @@ def stable_fraction(image_id: str, seed: int) -> float:
 
 
 @dataclass
+class SplitIndex:
+    """The few bytes per row the split needs (about 90), gathered batch by batch."""
+
+    ids: list[np.ndarray] = field(default_factory=list)  # image_id, S64
+    keys: list[np.ndarray] = field(default_factory=list)  # key_hash, uint64
+    phashes: list[np.ndarray] = field(default_factory=list)  # uint64
+    has_phash: list[np.ndarray] = field(default_factory=list)
+    twins: list[tuple[int, int]] = field(default_factory=list)  # (row, key_hash of its twin)
+    n: int = 0
+
+    def add(
+        self,
+        image_ids: list[str | None],
+        keys: list[str],
+        phashes: list[str | None],
+        duplicate_of: list[str | None],
+    ) -> None:
+        # A row without an image id (never for kept rows) is identified by its key.
+        ids = [
+            i or hashlib.sha256(k.encode()).hexdigest()
+            for i, k in zip(image_ids, keys, strict=True)
+        ]
+        self.ids.append(np.array(ids, dtype="S64"))
+        self.keys.append(np.fromiter((key_hash(k) for k in keys), np.uint64, len(keys)))
+        self.phashes.append(np.fromiter((int(p or "0", 16) for p in phashes), np.uint64))
+        self.has_phash.append(np.array([bool(p) for p in phashes], dtype=bool))
+        self.twins += [(self.n + i, key_hash(t)) for i, t in enumerate(duplicate_of) if t]
+        self.n += len(keys)
+
+    def plan(self, test_size: float, seed: int, distance: int) -> SplitPlan:
+        def cat(parts: list[np.ndarray], dtype) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+        ids, keys = cat(self.ids, "S64"), cat(self.keys, np.uint64)
+        phashes, has = cat(self.phashes, np.uint64), cat(self.has_phash, bool)
+        rows = np.arange(self.n, dtype=np.int64)
+        edges = [_equal_neighbours(ids, rows)]  # the same image under several keys
+        if self.twins:  # duplicate_of links, by key hash
+            order = np.argsort(keys)
+            twin_rows = np.array([r for r, _ in self.twins], dtype=np.int64)
+            wanted = np.array([h for _, h in self.twins], dtype=np.uint64)
+            at = np.clip(np.searchsorted(keys[order], wanted), 0, max(self.n - 1, 0))
+            hit = keys[order][at] == wanted
+            edges.append(np.stack([twin_rows[hit], order[at][hit]], axis=1))
+        with_hash = rows[has]
+        edges.append(_equal_neighbours(phashes[has], with_hash))
+        values, first = np.unique(phashes[has], return_index=True)
+        pairs = _near_pairs(values, distance)
+        edges.append(with_hash[first][pairs])
+        labels = _components(self.n, np.concatenate(edges).astype(np.int64))
+        return _assign(ids, labels, test_size, seed)
+
+
+@dataclass
 class SplitPlan:
     is_test: np.ndarray  # per input row (in reading order)
     groups: int
     grouped_rows: int
+
+
+def _assign(ids: np.ndarray, labels: np.ndarray, test_size: float, seed: int) -> SplitPlan:
+    """Each group to test when the stable hash of its smallest image id is under
+    ``test_size``. When that leaves one split empty though there are two groups or more,
+    the group with the smallest (largest) hash moves, so a tiny dataset still gets both
+    splits; the choice depends on the ids only, never on row order."""
+    order = np.lexsort((ids, labels))  # by group, then image id
+    sorted_labels = labels[order]
+    heads = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    group_labels = sorted_labels[heads]
+    smallest = [i.decode() for i in ids[order][heads]]
+    fraction = np.array([stable_fraction(i, seed) for i in smallest])
+    test = fraction < test_size
+    if test_size > 0 and len(fraction) >= 2:
+        rank = sorted(range(len(fraction)), key=lambda g: (fraction[g], smallest[g]))
+        if not test.any():
+            test[rank[0]] = True
+        elif test.all():
+            test[rank[-1]] = False
+    sizes = np.diff(np.r_[heads, len(labels)])
+    return SplitPlan(np.isin(labels, group_labels[test]), len(heads), int(sizes[sizes > 1].sum()))
 
 
 def plan_split(
@@ -404,50 +491,10 @@ def plan_split(
     distance: int,
 ) -> SplitPlan:
     """Group rows (same image, ``duplicate_of`` links, perceptual hashes within
-    ``distance`` bits) and send each group to test when the stable hash of its smallest
-    image id is under ``test_size``. When that leaves one split empty though there are two
-    groups or more, the group with the smallest (largest) hash moves, so a tiny dataset
-    still gets both splits; the choice depends on the ids only, never on row order."""
-    n = len(image_ids)
-    uf = _UnionFind(n)
-    first: dict[str, int] = {}
-    for i, image_id in enumerate(image_ids):
-        j = first.setdefault(image_id, i)
-        if j != i:
-            uf.union(i, j)
-    by_key = {k: i for i, k in enumerate(keys)}
-    for i, twin in enumerate(duplicate_of):
-        if twin is not None and twin in by_key:
-            uf.union(i, by_key[twin])
-    # Perceptual hashes: equal hashes first, then near pairs among the distinct values.
-    unique: dict[int, int] = {}
-    for i, ph in enumerate(phashes):
-        if not ph:
-            continue
-        value = int(ph, 16)
-        j = unique.setdefault(value, i)
-        if j != i:
-            uf.union(i, j)
-    if distance > 0 and len(unique) > 1:
-        values = np.fromiter(unique.keys(), dtype=np.uint64, count=len(unique))
-        rows = list(unique.values())
-        for a, b in _near_pairs(values, distance):
-            uf.union(rows[a], rows[b])
-    roots = np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
-    smallest: dict[int, str] = {}
-    for i, root in enumerate(roots.tolist()):
-        if root not in smallest or image_ids[i] < smallest[root]:
-            smallest[root] = image_ids[i]
-    fraction = {root: stable_fraction(image_id, seed) for root, image_id in smallest.items()}
-    test_roots = {root for root, f in fraction.items() if f < test_size}
-    if test_size > 0 and len(fraction) >= 2:
-        if not test_roots:
-            test_roots.add(min(fraction, key=lambda r: (fraction[r], smallest[r])))
-        elif len(test_roots) == len(fraction):
-            test_roots.discard(max(fraction, key=lambda r: (fraction[r], smallest[r])))
-    is_test = np.isin(roots, np.fromiter(test_roots, dtype=np.int64, count=len(test_roots)))
-    sizes = Counter(roots.tolist())
-    return SplitPlan(is_test, len(sizes), sum(c for c in sizes.values() if c > 1))
+    ``distance`` bits, transitively) and assign each group to a split (see ``_assign``)."""
+    index = SplitIndex()
+    index.add(image_ids, keys, phashes, duplicate_of)
+    return index.plan(test_size, seed, distance)
 
 
 # -- rows in the output layout -------------------------------------------------------------
@@ -843,18 +890,12 @@ def export(
     # Pass 1: group and assign, from four small columns.
     names = run.schema().names
     cols = [c for c in ("image_id", "key", "phash", "duplicate_of") if c in names]
-    ids: list[str] = []
-    keys: list[str] = []
-    phashes: list[str | None] = []
-    twins: list[str | None] = []
+    index = SplitIndex()
     for batch in run.iter_batches("data", columns=cols, batch_size=65536):
         d = batch.to_pydict()
-        k = d["key"]
-        keys += k
-        ids += [i or f"key:{key}" for i, key in zip(d["image_id"], k, strict=True)]
-        phashes += d.get("phash", [None] * len(k))
-        twins += d.get("duplicate_of", [None] * len(k))
-    plan = plan_split(ids, keys, phashes, twins, config.test_size, config.seed, distance)
+        none = [None] * batch.num_rows
+        index.add(d["image_id"], d["key"], d.get("phash", none), d.get("duplicate_of", none))
+    plan = index.plan(config.test_size, config.seed, distance)
 
     # Pass 2: stream rows into the shards of each split, in a scratch folder.
     features, convert = LAYOUTS[config.format]
@@ -881,7 +922,7 @@ def export(
     examples: list[dict[str, Any]] = []
     stats = ExportStats(out=out, format=config.format)
     try:
-        with ProgressBar(len(ids), "export", progress) as bar:
+        with ProgressBar(index.n, "export", progress) as bar:
             i = 0
             for batch in run.iter_batches("data", batch_size=256):
                 for row in batch.to_pylist():
@@ -906,7 +947,7 @@ def export(
 
         # The card.
         n_rejected, by_check = rejection_counts(run)
-        kept = len(ids)
+        kept = index.n
         prov = provenance(stages, manifest.get("version") or __version__)
         prov["split_phash_distance"] = distance
         license_id = config.license or source_license(prov.get("source"))

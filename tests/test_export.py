@@ -452,3 +452,18 @@ def test_a_re_export_in_place_loads_the_new_rows_not_a_cached_copy(dataset, tmp_
         assert {s: set(ds[s]["image_id"]) for s in ("train", "test")} == split_of(out)
         loaded.append(set(ds["test"]["image_id"]))
     assert loaded[0] != loaded[1]
+
+
+def test_groups_are_transitive_and_linked_by_duplicate_of():
+    # a~b (3 bits) and b~c (3 bits) though a and c are 6 bits apart: one group; d apart.
+    a, b, c, d = 0, 0b111, 0b111111, 0xFFFF_0000_FFFF_0000
+    ids = [f"{i:064x}" for i in range(6)]
+    hashes = [f"{h:016x}" for h in (a, b, c, d)] + [None, None]
+    # e has no hash but names d as its twin; f is alone.
+    plan = plan_split(ids, list("abcdef"), hashes, [None] * 4 + ["d", None], 0.5, 0, 4)
+    assert plan.groups == 3 and plan.grouped_rows == 5
+    sides = plan.is_test.tolist()
+    assert sides[0] == sides[1] == sides[2] and sides[3] == sides[4]
+    # With distance 2 nothing is near any more; the twin link still holds.
+    plan = plan_split(ids, list("abcdef"), hashes, [None] * 4 + ["d", None], 0.5, 0, 2)
+    assert plan.groups == 5 and plan.grouped_rows == 2
