@@ -511,9 +511,10 @@ class JanusGRPOTrainer(GRPOTrainer):
         captions = [
             f"{prompt_text(inputs[i]['prompt'])[:60]} | r={combined[i]:.2f}" for i in range(n)
         ]
-        grid = image_grid(images, captions)
-        out = Path(self.args.output_dir) / "samples" / f"step_{step:06d}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        grid.save(out)
-        if self.tracker is not None:
-            self.tracker.log_images({"rollout": grid}, step=step)
+        grid = image_grid(images, captions=captions)
+        if self.tracker is not None:  # PNG under OUT/images/ and every installed tracker
+            self.tracker.log_images({"rollout": grid}, step=step, force=True)
+        else:
+            out = Path(self.args.output_dir) / "images" / f"rollout_{step:06d}.png"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            grid.save(out)
