@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import posixpath
+import re
 import shutil
 import time
 import uuid
@@ -270,6 +271,17 @@ def _mask(value: Any) -> Any:
     return value
 
 
+def _public_name(value: Any) -> Any:
+    """A model, template or weights name as the card shows it: Hub ids and tags as they
+    are, local files by their base name only (the path means nothing to a reader)."""
+    if not isinstance(value, str):
+        return value
+    path = value.removeprefix("local-dir:")
+    if path.startswith(("/", "~", "./", "../")) or re.match(r"^[A-Za-z]:[\\/]", path):
+        return f"{posixpath.basename(path.replace(chr(92), '/').rstrip('/'))} (local files)"
+    return value
+
+
 def provenance(stages: dict[str, dict[str, Any]], version: str | None) -> dict[str, Any]:
     """What the card says about how the data was made. A whitelist: commands, environment
     variable names, endpoints' credentials and anything else not named here stay out."""
@@ -288,15 +300,15 @@ def provenance(stages: dict[str, dict[str, Any]], version: str | None) -> dict[s
             "source": source or None,
             "vlm": {
                 "backend": gen.get("backend"),
-                "model": gen.get("model"),
+                "model": _public_name(gen.get("model")),
                 "params": gen.get("params"),
-                "prompt_template": gen.get("prompt_template"),
+                "prompt_template": _public_name(gen.get("prompt_template")),
                 "prompt_hash": gen.get("prompt_hash"),
             }
             if gen
             else None,
             "filter": {
-                k: flt.get(k)
+                k: _public_name(flt.get(k))
                 for k in (
                     "preset",
                     "checks",

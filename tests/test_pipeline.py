@@ -239,4 +239,5 @@ def test_demo_runs_the_whole_pipeline_offline_and_prints_the_paths(tmp_path):
     assert set(ds) == {"train", "test"}
     card = DatasetCard.load(out / "dataset" / "README.md")
     assert card.data.task_categories == ["text-to-image", "image-to-text"]
-    assert "tiny-random-qwen2-vl" in card.text  # the model that really wrote the rows
+    assert "tiny-random-qwen2-vl (local files)" in card.text  # the model that wrote the rows
+    assert str(tmp_path) not in card.text  # local paths stay out of the card
