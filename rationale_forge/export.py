@@ -271,15 +271,20 @@ def _mask(value: Any) -> Any:
     return value
 
 
+def _is_local_path(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    path = value.removeprefix("local-dir:")
+    return path.startswith(("/", "~", "./", "../")) or bool(re.match(r"^[A-Za-z]:[\\/]", path))
+
+
 def _public_name(value: Any) -> Any:
     """A model, template or weights name as the card shows it: Hub ids and tags as they
     are, local files by their base name only (the path means nothing to a reader)."""
-    if not isinstance(value, str):
+    if not _is_local_path(value):
         return value
-    path = value.removeprefix("local-dir:")
-    if path.startswith(("/", "~", "./", "../")) or re.match(r"^[A-Za-z]:[\\/]", path):
-        return f"{posixpath.basename(path.replace(chr(92), '/').rstrip('/'))} (local files)"
-    return value
+    path = value.removeprefix("local-dir:").replace("\\", "/").rstrip("/")
+    return f"{posixpath.basename(path)} (local files)"
 
 
 def provenance(stages: dict[str, dict[str, Any]], version: str | None) -> dict[str, Any]:
@@ -293,7 +298,7 @@ def provenance(stages: dict[str, dict[str, Any]], version: str | None) -> dict[s
     source = {
         k: v
         for k, v in (source or {}).items()
-        if k not in ("num_shards", "shard_index") and (k != "data_dir" or "://" in str(v))
+        if k not in ("num_shards", "shard_index") and not _is_local_path(v)
     }
     return _mask(
         {
@@ -669,7 +674,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
         return "-"
     if float(value).is_integer():
         return f"{int(value):,}"
-    return f"{value:.{digits}f}"
+    return f"{value:.{digits}f}".rstrip("0")
 
 
 def _md(text: Any) -> str:
