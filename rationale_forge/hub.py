@@ -15,6 +15,12 @@ How it sends (huggingface_hub does the HTTP: preupload, LFS or Xet transfer, com
 
 The token comes from ``HF_TOKEN`` or the stored Hub login (``hf auth login``); it is never
 printed, logged or written anywhere.
+
+Why not ``HfApi.upload_large_folder``/``upload_folder``: their resumable multi-commit path
+depends on the Xet protocol (recent huggingface_hub releases fold it into
+``upload_folder`` and, without Xet, fall back to one single commit), while this batching
+of ``create_commit`` behaves the same over Xet and plain LFS, and its skip logic is ours
+to test.
 """
 
 from __future__ import annotations

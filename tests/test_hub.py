@@ -218,3 +218,13 @@ def test_connection_failures_are_retried_and_client_errors_are_not():
     wrapped.__cause__ = requests.Timeout("slow")
     assert _retryable(wrapped)
     assert not _retryable(ValueError("bad README"))
+
+
+def test_push_to_a_branch_creates_it_and_leaves_main_alone(hub, dataset, tmp_path):
+    env = env_for(hub, tmp_path)
+    proc = forge(["push-to-hub", str(dataset), "--repo-id", REPO, "--revision", "v2"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert hub.files(REPO, "main") == {}
+    assert set(hub.files(REPO, "v2")) == {f.path for f in local_files(dataset)}
+    assert {c["revision"] for c in hub.commits} == {"v2"}
+    assert "/tree/v2" in proc.stderr
