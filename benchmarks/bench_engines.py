@@ -221,12 +221,35 @@ def clip_throughput(model: str, n: int, batch: int) -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
+    def sync() -> None:
+        if scorer.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
     run(batch * 2)  # warm-up: kernels, allocator
     seconds = run(n)
+    # where the time goes: decoding alone, and the model alone on pre-made inputs
+    with ThreadPoolExecutor(workers) as pool:
+        start = time.perf_counter()
+        pixels = list(pool.map(scorer.preprocess, [pictures[i % 64] for i in range(n)]))
+        decode = time.perf_counter() - start
+    texts = scorer.chunks(rationale) + ["a red circle number 1"]
+    tokens = scorer.tokenizer(texts * (batch // len(texts) + 1)).to(scorer.device)
+    with torch.inference_mode():
+        sync()
+        start = time.perf_counter()
+        for i in range(0, n, batch):
+            scorer.model.encode_image(torch.stack(pixels[i : i + batch]).to(scorer.device))
+            scorer.model.encode_text(tokens)
+        sync()
+        model_only = time.perf_counter() - start
     name = torch.cuda.get_device_name() if scorer.device.startswith("cuda") else "cpu"
     print(f"CLIP {model} (random weights) on {name}, batch {batch}, {workers} decode threads")
     print(f"images scored: {n}, seconds: {seconds:.2f}, images/s: {n / seconds:.1f}")
     print(f"per image (ms): {seconds / n * 1000:.2f}  (1 caption + ~4 rationale chunks each)")
+    print(f"decode + preprocess alone: {n / decode:.1f} images/s")
+    print(
+        f"model alone (fp32, {len(tokens)} texts per {batch} images): {n / model_only:.1f} images/s"
+    )
 
 
 def main() -> None:
