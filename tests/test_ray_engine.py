@@ -112,6 +112,22 @@ def test_generate_on_ray_equals_local(cluster, tmp_path):
     engine = record["engine"]
     assert engine["name"] == "ray" and engine["nodes"] == 1 and engine["cpus"] == 2
     assert engine["gpus"] == 0 and engine["actors"] == 2
+    # --retry-failed sends the three failed requests again, and nothing else
+    failed = {k for k, r in got.items() if r["status"] == "error"}
+    with FakeOpenAI() as server:
+        again = generate(
+            str(ingested),
+            str(tmp_path / "ray"),
+            gen_config(server.base_url, retry_failed=True),
+            progress=False,
+            engine=make_engine("ray"),
+        )
+        resent = set(server.requests)
+    assert len(resent) == 3 and again.retried_failed == 3 and again.rows == 3
+    assert again.skipped == 197 and again.cache_hits == 0
+    after = by_key(tmp_path / "ray")
+    assert after.keys() == got.keys()
+    assert {k for k, r in after.items() if r["status"] == "error"} == failed  # same faults
     # a run one engine wrote is not resumed by the other
     with pytest.raises(RunConflictError, match="--engine local"):
         generate(
