@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..cache import RequestCache
-from ..filter import FilterStats, RowScorer, count_decision, row_bytes, scored_batches
+from ..filter import FilterStats, RowScorer, count_decision, scored_batches
 from ..generate import Answerer, GenerateConfig, GenerateStats
 from ..prompting import PromptTemplate
 from ..schema import FILTERED_SCHEMA, GENERATE_SCHEMA
@@ -214,7 +214,6 @@ __all__ = [
     "decide_shard",
     "generate_shard",
     "read_shard",
-    "row_bytes",
     "score_shard",
     "shard_rows",
     "shards_with_failures",
