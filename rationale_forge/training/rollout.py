@@ -135,6 +135,9 @@ class JanusRollout:
         )
         stack = contextlib.ExitStack()
         model = stack.enter_context(unwrap)
+        dist = getattr(trainer, "_dist", None)
+        if dist is not None:  # FSDP v1: the root's own parameters (embeddings, heads) whole
+            stack.enter_context(dist.summon_full_params(trainer.model_wrapped, recurse=False))
         stack.enter_context(trainer.accelerator.autocast())
         return _Entered(stack, model)
 
