@@ -505,6 +505,22 @@ def test_script_flags_and_prompt_loading(tmp_path):
     empty.write_text('{"prompt": "a cat"}\n{"prompt": ""}\n')
     with pytest.raises(ValueError, match="row 1"):
         load_prompts(str(empty))
+    # forge prompts output: nested GenEval metadata of varying shape, train/val rows
+    rl = tmp_path / "rl.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "rationale_forge.cli", "prompts", "--kind", "mixed", "--n", "40",
+         "--val-fraction", "0.25", "--seed", "1", "--out", str(rl)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    lines = [json.loads(x) for x in rl.read_text().splitlines()]
+    table = load_prompts(str(rl))
+    assert len(table) == sum(x["split"] == "train" for x in lines) < len(lines)
+    assert set(table["split"]) == {"train"}
+    assert (
+        json.loads(table["include"][0])
+        == next(x for x in lines if x["split"] == "train")["include"]
+    )
+    assert len(load_prompts(str(rl), split="val")) == sum(x["split"] == "val" for x in lines)
     other = tmp_path / "other.jsonl"
     other.write_text('{"text": "a cat"}\n')
     with pytest.raises(ValueError, match="no 'prompt' column"):

@@ -39,7 +39,10 @@ class GRPOScriptArguments:
             "prompts writes), a datasets folder or a Hub id"
         }
     )
-    prompts_split: str = field(default="train", metadata={"help": "split of a dataset"})
+    prompts_split: str = field(
+        default="train",
+        metadata={"help": "a dataset's split, or the JSONL rows' split field (train/val)"},
+    )
     prompt_column: str = field(default="prompt", metadata={"help": "column holding the prompt"})
     max_prompts: int | None = field(default=None, metadata={"help": "use the first N prompts"})
     reward: list[str] = field(
@@ -164,10 +167,19 @@ def _read_jsonl(path: Path, column: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _flat(value: Any) -> Any:
+    """Scalars as they are; nested values (GenEval's include/exclude lists) as JSON text,
+    since their shapes differ between rows and a table column needs one type."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
 def load_prompts(source: str, split: str = "train", column: str = "prompt", limit=None):
-    """The RL prompts as a ``datasets.Dataset`` with a ``prompt`` column (other columns
-    are kept: reward functions receive them). Empty or non-text prompts are errors that
-    name the row."""
+    """The RL prompts as a ``datasets.Dataset`` with a ``prompt`` column (other columns are
+    kept: reward functions receive them). JSONL rows with a ``split`` field (``forge
+    prompts`` writes train/val) are filtered to ``split``; for a dataset, ``split`` names
+    its split. Empty or non-text prompts are errors that name the row."""
     import datasets
 
     path = Path(source)
@@ -177,7 +189,12 @@ def load_prompts(source: str, split: str = "train", column: str = "prompt", limi
         rows = _read_jsonl(path, column)
         if not rows:
             raise ValueError(f"{source}: no prompts")
-        table = datasets.Dataset.from_list(rows)
+        if any("split" in row for row in rows):
+            rows = [row for row in rows if row.get("split") == split]
+            if not rows:
+                raise ValueError(f"{source}: no row has split {split!r} (--prompts_split)")
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        table = datasets.Dataset.from_dict({k: [_flat(row.get(k)) for row in rows] for k in keys})
     elif path.is_dir() and any((path / n).exists() for n in ("dataset_dict.json", "state.json")):
         table = datasets.load_from_disk(str(path))
         if isinstance(table, datasets.DatasetDict):
