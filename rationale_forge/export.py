@@ -41,7 +41,9 @@ import pyarrow.parquet as pq
 
 from .features import Features, Image, List, Value
 from .provenance import redact_argv
+from .rationale import FIELDS as RATIONALE_FIELDS
 from .report import reason_check
+from .schema import GENERATION_FEATURES
 from .store import RunDir
 from .ui import ProgressBar
 
@@ -59,18 +61,8 @@ FORGE_FEATURES = Features(
         "height": Value("int32"),
         "captions": List(Value("string")),
         "caption": Value("string"),
-        "rationale": Value("string"),
-        "layout": Value("string"),
-        "style": Value("string"),
-        "composition": Value("string"),
-        "short_caption": Value("string"),
-        "paraphrases": List(Value("string")),
-        "tags": List(Value("string")),
-        "object_prompts": List(Value("string")),
-        "varied_captions": List(Value("string")),
-        "step_by_step": Value("string"),
-        "object_centric": List(Value("string")),
-        "region_descriptions": List(Value("string")),
+        # the rationale object, one column per field, as generate wrote it
+        **{n: f for n, f in GENERATION_FEATURES.items() if n in RATIONALE_FIELDS},
         "model": Value("string"),
         "prompt_hash": Value("string"),
         "score_clip_caption": Value("float32"),

@@ -303,26 +303,36 @@ def run_pipeline(
         result.ran.append("ingest")
     upstream = _mark(spec.ingested, "ingest", digests["ingest"], upstream)
 
-    # generate
-    if not overwrite and _is_done(spec.generated, "generate", digests["generate"], upstream):
-        log_skip("generate", spec.generated)
-    else:
-        fresh = _start_over(spec.generated, "generate", digests["generate"])
-        config = replace(spec.generate, overwrite=overwrite or fresh or spec.generate.overwrite)
+    def run_model_stage(stage, run, out, config_of, on_error):
+        """generate/filter: run, and once more with the spec ``on_error`` returns, if any."""
+        nonlocal spec, digests
+        fresh = _start_over(out(spec), stage, digests[stage])
+        config = config_of(spec)
+        config = replace(config, overwrite=overwrite or fresh or config.overwrite)
         try:
-            result.generate = generate(
-                spec.ingested, spec.generated, config, progress=progress, engine=engine
-            )
+            return run(spec, config)
         except Exception as exc:
-            changed = on_generate_error(exc, spec) if on_generate_error else None
+            changed = on_error(exc, spec) if on_error else None
             if changed is None:
                 raise
             spec = result.spec = changed
             digests = stage_specs(spec)
-            config = replace(spec.generate, overwrite=overwrite or spec.generate.overwrite)
-            result.generate = generate(
-                spec.ingested, spec.generated, config, progress=progress, engine=engine
-            )
+            config = config_of(spec)
+            return run(spec, replace(config, overwrite=overwrite or config.overwrite))
+
+    # generate
+    if not overwrite and _is_done(spec.generated, "generate", digests["generate"], upstream):
+        log_skip("generate", spec.generated)
+    else:
+        result.generate = run_model_stage(
+            "generate",
+            lambda sp, cfg: generate(
+                sp.ingested, sp.generated, cfg, progress=progress, engine=engine
+            ),
+            lambda sp: sp.generated,
+            lambda sp: sp.generate,
+            on_generate_error,
+        )
         result.ran.append("generate")
     upstream = _mark(spec.generated, "generate", digests["generate"], upstream)
 
@@ -332,22 +342,15 @@ def run_pipeline(
         report = Path(spec.filtered) / "report" / "index.html"
         result.report = str(report if report.exists() else write_report(spec.filtered))
     else:
-        fresh = _start_over(spec.filtered, "filter", digests["filter"])
-        config = replace(spec.filter, overwrite=overwrite or fresh or spec.filter.overwrite)
-        try:
-            result.filter = filter_run(
-                spec.generated, spec.filtered, config, progress=progress, engine=engine
-            )
-        except Exception as exc:
-            changed = on_filter_error(exc, spec) if on_filter_error else None
-            if changed is None:
-                raise
-            spec = result.spec = changed
-            digests = stage_specs(spec)
-            config = replace(spec.filter, overwrite=overwrite or spec.filter.overwrite)
-            result.filter = filter_run(
-                spec.generated, spec.filtered, config, progress=progress, engine=engine
-            )
+        result.filter = run_model_stage(
+            "filter",
+            lambda sp, cfg: filter_run(
+                sp.generated, sp.filtered, cfg, progress=progress, engine=engine
+            ),
+            lambda sp: sp.filtered,
+            lambda sp: sp.filter,
+            on_filter_error,
+        )
         result.ran.append("filter")
         result.report = str(write_report(spec.filtered))
     _mark(spec.filtered, "filter", digests["filter"], upstream)

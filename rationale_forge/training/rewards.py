@@ -598,7 +598,7 @@ def build_rewards(specs: Sequence[Mapping[str, Any] | Reward]) -> WeightedReward
 
 
 # -- TRL ------------------------------------------------------------------------------------
-def _prompt_text(prompt: Any) -> str:
+def prompt_text(prompt: Any) -> str:
     """The user's request from a TRL prompt: a string, or a conversation (the last user
     message's text)."""
     if isinstance(prompt, str):
@@ -652,7 +652,7 @@ class TRLReward:
             raise ValueError(
                 f"reward {self.__name__!r}: {len(prompts)} prompts but {len(images)} images"
             )
-        texts = [_prompt_text(p) for p in prompts]
+        texts = [prompt_text(p) for p in prompts]
         pictures = [_the_image(item, i) for i, item in enumerate(images)]
         results = self.reward.score(texts, pictures)
         log_metric, log_extra = kwargs.get("log_metric"), kwargs.get("log_extra")

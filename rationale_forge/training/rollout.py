@@ -28,7 +28,7 @@ trainer, so a judge never scores a sample twice.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,25 +36,10 @@ import torch
 
 from .dynamic_sampling import zero_spread_groups
 from .janus import JanusBundle
+from .rewards import prompt_text
 from .sampling import Sample, SamplingConfig, generate_samples
 
 __all__ = ["JanusRollout", "RolloutStats", "flat_groups", "prompt_text"]
-
-
-def prompt_text(prompt: Any) -> str:
-    """The user's request: a string, or the last user message of a conversation."""
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, Sequence):
-        for message in reversed(prompt):
-            if isinstance(message, Mapping) and message.get("role") == "user":
-                content = message.get("content")
-                if isinstance(content, str):
-                    return content
-                if isinstance(content, Sequence):
-                    parts = [c.get("text", "") for c in content if c.get("type") == "text"]
-                    return " ".join(p for p in parts if p)
-    raise ValueError(f"cannot read a prompt text from {type(prompt).__name__}: {prompt!r:.80}")
 
 
 def flat_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
