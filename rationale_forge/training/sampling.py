@@ -166,7 +166,10 @@ class _Stepper:
         self.mask = torch.cat([self.mask, alive.long()[:, None]], 1)
         if not self.use_cache:
             return self.first()
-        embeds = self.b.embed(tokens[:, None], token_mask[:, None])
+        if is_image:
+            embeds = self.b.model.prepare_embeddings_for_image_generation(tokens[:, None])
+        else:
+            embeds = self.b.model.get_input_embeddings()(tokens[:, None])
         positions = _positions(self.mask)[:, -1:]
         out = self.b.hidden(embeds, self.mask, positions, cache=self.cache, use_cache=True)
         return out.last_hidden_state[:, -1]
@@ -177,34 +180,46 @@ def _think(
     bundle: JanusBundle, prompt_ids: list[list[int]], config: SamplingConfig, generator
 ) -> list[tuple[list[int], list[float], str, float | None]]:
     """Sample rationales; per row (tokens, log-probs, stop reason, boi log-prob)."""
+    # Bookkeeping stays on the device: one host sync per step (are any rows still writing?),
+    # the results cross to the host once at the end.
     device = bundle.device
     ids, mask = _left_pad(prompt_ids, bundle.pad_id, device)
     stepper = _Stepper(bundle, ids, torch.zeros_like(ids, dtype=torch.bool), mask, config.use_cache)
     hidden = stepper.first()
-    n = len(prompt_ids)
-    tokens_out: list[list[int]] = [[] for _ in range(n)]
-    logps_out: list[list[float]] = [[] for _ in range(n)]
-    stop = ["length"] * n
-    boi_logp: list[float | None] = [None] * n
+    n, cap = len(prompt_ids), config.max_rationale_tokens
+    tokens_out = torch.full((n, cap), bundle.pad_id, dtype=torch.long, device=device)
+    logps_out = torch.zeros((n, cap), device=device)
+    lengths = torch.zeros(n, dtype=torch.long, device=device)
+    stop = torch.zeros(n, dtype=torch.long, device=device)  # 0 length, 1 boi, 2 eos
+    boi_logp = torch.full((n,), float("nan"), device=device)
     alive = torch.ones(n, dtype=torch.bool, device=device)
-    for _ in range(config.max_rationale_tokens + 1):
+    for step in range(cap + 1):
         logits = bundle.text_logits(hidden)
         tokens, logps = sample_next(logits, config.temperature, config.top_p, generator)
-        for i in torch.nonzero(alive).flatten().tolist():
-            token = int(tokens[i])
-            if token in (bundle.eos_id, bundle.boi_id):
-                stop[i] = "boi" if token == bundle.boi_id else "eos"
-                boi_logp[i] = float(logps[i]) if token == bundle.boi_id else None
-                alive[i] = False
-            elif len(tokens_out[i]) < config.max_rationale_tokens:
-                tokens_out[i].append(token)
-                logps_out[i].append(float(logps[i]))
-            else:
-                alive[i] = False  # length cap: <begin_of_image> will be forced
+        is_boi, is_eos = tokens == bundle.boi_id, tokens == bundle.eos_id
+        stop = torch.where(alive & is_boi, 1, torch.where(alive & is_eos, 2, stop))
+        boi_logp = torch.where(alive & is_boi, logps.float(), boi_logp)
+        # every row still writing has written `step` tokens; at the cap it stops (length)
+        alive = alive & ~is_boi & ~is_eos & (step < cap)
+        if step < cap:
+            tokens_out[:, step] = torch.where(alive, tokens, bundle.pad_id)
+            logps_out[:, step] = torch.where(alive, logps.float(), 0.0)
+            lengths += alive.long()
         if not bool(alive.any()):
             break
         hidden = stepper.step(torch.where(alive, tokens, bundle.pad_id), False, alive)
-    return [(tokens_out[i], logps_out[i], stop[i], boi_logp[i]) for i in range(n)]
+    names = ("length", "boi", "eos")
+    lengths_h, stop_h = lengths.tolist(), stop.tolist()
+    tokens_h, logps_h, boi_h = tokens_out.tolist(), logps_out.tolist(), boi_logp.tolist()
+    return [
+        (
+            tokens_h[i][: lengths_h[i]],
+            logps_h[i][: lengths_h[i]],
+            names[stop_h[i]],
+            boi_h[i] if stop_h[i] == 1 else None,
+        )
+        for i in range(n)
+    ]
 
 
 def uncond_ids(bundle: JanusBundle, cond: list[int]) -> list[int]:
@@ -222,8 +237,8 @@ def _draw(
     ids, mask = _left_pad(rows, bundle.pad_id, bundle.device)
     stepper = _Stepper(bundle, ids, torch.zeros_like(ids, dtype=torch.bool), mask, config.use_cache)
     hidden = stepper.first()
-    codes = torch.zeros((n, bundle.image_tokens), dtype=torch.long)
-    logps = torch.zeros((n, bundle.image_tokens))
+    codes = torch.zeros((n, bundle.image_tokens), dtype=torch.long, device=bundle.device)
+    logps = torch.zeros((n, bundle.image_tokens), device=bundle.device)
     alive = torch.ones(len(rows), dtype=torch.bool, device=bundle.device)
     for k in range(bundle.image_tokens):
         logits = bundle.image_logits(hidden).float()
@@ -236,11 +251,11 @@ def _draw(
             )
         else:
             tokens, lp = sample_next(cond, config.image_temperature, config.image_top_p, generator)
-        codes[:, k], logps[:, k] = tokens.cpu(), lp.cpu()
+        codes[:, k], logps[:, k] = tokens, lp.float()
         if k + 1 < bundle.image_tokens:
             both = torch.cat([tokens, tokens]) if config.uses_uncond else tokens
             hidden = stepper.step(both, True, alive)
-    return codes, logps
+    return codes.cpu(), logps.cpu()
 
 
 def generate_samples(
