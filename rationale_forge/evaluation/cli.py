@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -86,6 +87,13 @@ def main(
     judge_api_key_env: Annotated[
         str, typer.Option(help="environment variable with the judge's API key, if it needs one")
     ] = "OPENAI_API_KEY",
+    judge_extra_body: Annotated[
+        str | None,
+        typer.Option(
+            help="JSON merged into every judge request, e.g. vLLM's "
+            '\'{"structured_outputs": {"choice": ["yes", "no"]}}\' for prob mode'
+        ),
+    ] = None,
     dpg_csv: Annotated[
         Path | None,
         typer.Option(help="dpg: dpg_bench.csv for categories (default: beside prompts/)"),
@@ -170,8 +178,18 @@ def main(
             _fail(str(exc))
         judge, judge_info = None, None
         if judge_base_url:
+            try:
+                extra = json.loads(judge_extra_body) if judge_extra_body else None
+            except json.JSONDecodeError as exc:
+                _fail(f"--judge-extra-body is not JSON: {exc}")
+            if extra is not None and not isinstance(extra, dict):
+                _fail("--judge-extra-body must be a JSON object")
             judge = model_mod.vlm_judge(
-                judge_base_url, judge_model, judge_mode, api_key_env=judge_api_key_env
+                judge_base_url,
+                judge_model,
+                judge_mode,
+                api_key_env=judge_api_key_env,
+                extra_body=extra,
             )
             judge_info = {
                 "base_url": redact_argv([judge_base_url])[0],

@@ -67,6 +67,13 @@ class GRPOScriptArguments:
         default="OPENAI_API_KEY", metadata={"help": "env variable holding the judge's API key"}
     )
     judge_concurrency: int = field(default=32, metadata={"help": "judge requests in flight"})
+    judge_extra_body: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON merged into every judge request, e.g. vLLM's "
+            '{"structured_outputs": {"choice": ["yes", "no"]}} for prob mode'
+        },
+    )
     judge_timeout: float = field(default=120.0, metadata={"help": "seconds per judge request"})
     local_judge_model: str | None = field(
         default=None, metadata={"help": "local_judge: a transformers VLM directory or Hub id"}
@@ -126,6 +133,7 @@ def parse_rewards(script: GRPOScriptArguments) -> list[dict[str, Any]]:
                     "api_key_env": script.judge_api_key_env,
                     "max_concurrency": script.judge_concurrency,
                     "timeout_s": script.judge_timeout,
+                    "extra_body": _json_object(script.judge_extra_body, "--judge_extra_body"),
                 }
             )
         elif kind == "local_judge":
@@ -278,3 +286,15 @@ def run_grpo(script: GRPOScriptArguments, args: JanusGRPOConfig) -> JanusGRPOTra
     if state.is_main_process:
         console.print(summary_table("GRPO", list(summary.items())))
     return trainer
+
+
+def _json_object(text: str | None, flag: str) -> dict | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{flag} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object")
+    return value
