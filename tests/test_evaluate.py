@@ -504,6 +504,31 @@ def test_think_flag_produces_or_omits_rationales(tmp_path, monkeypatch, think):
     assert "single_object" in res.output  # the console table
 
 
+def test_judge_extra_body_reaches_the_judge_and_bad_json_is_refused(tmp_path, monkeypatch):
+    made = []
+    prompt = GENEVAL_LINES[0]["prompt"]
+    monkeypatch.setattr(model_mod, "janus_sampler", lambda *a, **k: FakeSampler())
+    monkeypatch.setattr(
+        model_mod,
+        "vlm_judge",
+        lambda url, model, mode, **options: made.append(options) or TableJudge({prompt: [1.0]}),
+    )
+    meta = write_geneval(tmp_path / "m.jsonl", GENEVAL_LINES[:1])
+    base = ["--model", "ckpt", "--bench", "geneval", "--prompts", str(meta), "--no-progress",
+            "--n-per-prompt", "1", "--judge-base-url", "http://127.0.0.1:9/v1",
+            "--judge-model", "j"]  # fmt: skip
+    choice = '{"structured_outputs": {"choice": ["yes", "no"]}}'
+    res = CliRunner().invoke(
+        cli_mod.app, [*base, "--out", str(tmp_path / "a"), "--judge-extra-body", choice]
+    )
+    assert res.exit_code == 0, res.output
+    assert made[0]["extra_body"] == {"structured_outputs": {"choice": ["yes", "no"]}}
+    res = CliRunner().invoke(
+        cli_mod.app, [*base, "--out", str(tmp_path / "b"), "--judge-extra-body", "{choice"]
+    )
+    assert res.exit_code != 0 and "--judge-extra-body is not JSON" in res.output
+
+
 # --------------------------------------------------------------------------------------
 # Resuming
 # --------------------------------------------------------------------------------------
