@@ -304,6 +304,22 @@ def generate_cmd(
     """
     if bool(source) == bool(input):
         _fail("pass exactly one of --source KIND or --input RUN_DIR")
+    if input:
+        given = {
+            "--data-dir": data_dir,
+            "--split": split,
+            "--dataset": dataset,
+            "--limit": limit,
+            "--seed": seed,
+            "--num-shards": num_shards != 1 or None,
+            "--shard-index": shard_index != 0 or None,
+        }
+        ignored = [flag for flag, value in given.items() if value is not None]
+        if ignored:
+            _fail(
+                f"{', '.join(ignored)} select(s) rows of a --source; with --input the whole "
+                "ingested run is used. Pass them to `forge ingest` (or use --source here)."
+            )
     options = source_options(
         source,
         data_dir=data_dir,

@@ -92,3 +92,17 @@ def test_secrets_in_flags_and_urls_are_masked_in_the_manifest_command():
     )
     assert "s3cret" not in line and "hf_abc" not in line and "sk-1" not in line
     assert "MY_KEY" in line and "https://***@h/v1" in line
+
+
+def test_generate_refuses_source_selection_flags_with_an_ingested_input(tmp_path):
+    # --limit etc. select rows of a --source; silently ignoring them with --input would
+    # send every request of the run (and cost money against a paid API)
+    for flags in (["--limit", "1"], ["--num-shards", "2"], ["--seed", "3"]):
+        result = runner.invoke(
+            app,
+            ["generate", "--input", str(tmp_path), "--out", str(tmp_path / "g"), *flags],
+            env={"COLUMNS": "200"},
+        )
+        assert result.exit_code == 2, result.output
+        assert f"{flags[0]} select(s) rows of a --source" in result.output
+        assert not (tmp_path / "g").exists()
