@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -277,8 +278,8 @@ def test_scripts_end_to_end(janus_dir, tmp_path):
         sys.executable, str(REPO / "train/sft.py"),
         "--config", str(REPO / "train/recipes/sft_janus_pro.yaml"),
         "--model", str(janus_dir), "--dataset", str(data), "--output_dir", str(out),
-        "--image_cache_dir", str(env_cache), "--max_steps", "2", "--use_cpu", "true",
-        "--bf16", "false", "--per_device_train_batch_size", "2",
+        "--image_cache_dir", str(env_cache), "--max_steps", "2",
+        "--per_device_train_batch_size", "2",
         "--gradient_accumulation_steps", "1", "--logging_steps", "1",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
@@ -287,6 +288,8 @@ def test_scripts_end_to_end(janus_dir, tmp_path):
     assert summary["examples"] == "4"
     assert summary["rows skipped"] == "2"  # the undecodable image and the empty rationale
     output = proc.stdout + proc.stderr
+    if not torch.cuda.is_available():  # the recipe's bf16 is turned off, with a note
+        assert "no CUDA device: training in fp32" in output
     assert "row 5: no rationale" in output
     assert "image broken: cannot decode" in output
 
@@ -300,3 +303,13 @@ def test_scripts_end_to_end(janus_dir, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "samples/samples.jsonl").read_text().splitlines()]
     assert [x["image"] for x in lines] == ["0000_00.png", "0000_01.png"]
     assert Image.open(tmp_path / "samples" / lines[1]["image"]).size == (64, 64)
+
+    # a mistyped dataset path ends with one clear line and exit code 2, not a traceback
+    bad = [sys.executable, str(REPO / "train/sft.py"), "--model", str(janus_dir),
+           "--dataset", str(tmp_path / "no-such-dataset"), "--output_dir", str(out)]  # fmt: skip
+    proc = subprocess.run(
+        bad, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no dataset folder" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr

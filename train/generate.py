@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from rationale_forge.training.entry import run_main
 from rationale_forge.training.janus import load_janus
 from rationale_forge.training.sampling import (
     CFG_MODES,
@@ -67,4 +68,4 @@ def main(
 
 
 if __name__ == "__main__":
-    app()
+    run_main(app)

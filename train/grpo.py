@@ -17,6 +17,7 @@ import sys
 
 from trl import TrlParser
 
+from rationale_forge.training.entry import cpu_safe_argv, run_main
 from rationale_forge.training.grpo import GRPOScriptArguments, merge_repeated_flag, run_grpo
 from rationale_forge.training.grpo_trainer import JanusGRPOConfig
 
@@ -24,10 +25,10 @@ from rationale_forge.training.grpo_trainer import JanusGRPOConfig
 def main() -> None:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental
     parser = TrlParser((GRPOScriptArguments, JanusGRPOConfig))
-    argv = merge_repeated_flag(sys.argv[1:], "--reward")
+    argv = cpu_safe_argv(merge_repeated_flag(sys.argv[1:], "--reward"))
     script_args, training_args = parser.parse_args_and_config(args=argv)
     run_grpo(script_args, training_args)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

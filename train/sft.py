@@ -8,16 +8,20 @@ rationale_forge.training.sft.SFTScriptArguments; every TRL SFTConfig / TrainingA
 works too (--learning_rate, --per_device_train_batch_size, --bf16 ...). `--help` lists all.
 """
 
+import sys
+
 from trl import SFTConfig, TrlParser
 
+from rationale_forge.training.entry import cpu_safe_argv, run_main
 from rationale_forge.training.sft import SFTScriptArguments, run_sft
 
 
 def main() -> None:
     parser = TrlParser((SFTScriptArguments, SFTConfig))
-    script_args, training_args = parser.parse_args_and_config()
+    argv = cpu_safe_argv(sys.argv[1:])
+    script_args, training_args = parser.parse_args_and_config(args=argv)
     run_sft(script_args, training_args)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

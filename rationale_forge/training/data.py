@@ -146,6 +146,14 @@ def load_rows(dataset: str, split: str = "train"):
     import datasets
 
     path = Path(dataset)
+    if not path.exists():
+        from ..vlm.local import hub_reachable
+
+        if not hub_reachable():
+            raise DataError(
+                f"no dataset folder {dataset} here, and the Hugging Face Hub cannot be "
+                "reached to load it as a Hub id (check the path)"
+            )
     try:
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             loaded = datasets.load_from_disk(str(path))

@@ -273,6 +273,24 @@ def to_pil(pixels: torch.Tensor) -> Image.Image:
     return Image.fromarray(array, "RGB")
 
 
+def _check_reachable(name: str | Path, what: str) -> None:
+    """A name that is no local folder must come from the Hub: when the Hub cannot be
+    reached, say so now instead of after the client's minutes of retries."""
+    from ..vlm.local import go_offline_if_unreachable, hub_reachable
+
+    if Path(name).exists():
+        return
+    if not hub_reachable():
+        go_offline_if_unreachable()  # a Hub id already in the local cache still loads
+        from huggingface_hub import try_to_load_from_cache
+
+        if try_to_load_from_cache(str(name), "config.json") is None and "/" in str(name):
+            raise FileNotFoundError(
+                f"no {what} folder {name} here, and the Hugging Face Hub cannot be reached "
+                "to fetch it as a Hub id (check the path)"
+            )
+
+
 def load_janus(
     model_path: str | Path, device: str | torch.device | None = None, dtype: Any = None
 ) -> JanusBundle:
@@ -284,6 +302,7 @@ def load_janus(
     from transformers import JanusProcessor
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _check_reachable(model_path, "checkpoint")
     try:
         processor = JanusProcessor.from_pretrained(str(model_path))
         model = JanusForRationaleGeneration.from_pretrained(
