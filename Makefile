@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CPU torch/torchvision builds known to work together (see README, "Installing").
+# CPU torch/torchvision builds known to work together (see README, "Two commands").
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test lint bench clean system-deps

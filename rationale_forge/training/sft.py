@@ -46,7 +46,7 @@ class SFTScriptArguments:
     max_examples: int | None = field(default=None, metadata={"help": "use the first N rows"})
     image_cache_dir: str | None = field(
         default=None,
-        metadata={"help": "where image codes are cached (default: $FORGE_CACHE_DIR/image-tokens)"},
+        metadata={"help": "where image codes are cached; unset: $FORGE_CACHE_DIR/image-tokens"},
     )
     encode_batch_size: int = field(default=32, metadata={"help": "images per VQ encoder call"})
     prompt_styles: str = field(
@@ -144,8 +144,8 @@ def run_sft(script: SFTScriptArguments, training_args) -> JanusSFTTrainer:
         "images from cache": max(0, len(examples) - cache.encoded),
         "condition dropout": f"{counts['dropped']}/{counts['rows']}",
         "rationales cut": counts["truncated"],
-        "first loss": f"{losses[0]['loss']:.4f}" if losses else "-",
-        "last loss": f"{losses[-1]['loss']:.4f}" if losses else "-",
+        "first loss": f"{losses[0]['loss']:.4f}" if losses else "- (see --logging_steps)",
+        "last loss": f"{losses[-1]['loss']:.4f}" if losses else "- (see --logging_steps)",
         "saved to": training_args.output_dir,
     }
     console.print(summary_table("SFT", list(summary.items())))
