@@ -772,7 +772,12 @@ def run_cmd(
         FileNotFoundError,
         ValueError,
     ) as exc:
-        _fail(str(exc))
+        hint = ""
+        if isinstance(exc, SourceError):
+            hint = " (the `source:` section of the file: set data_dir etc. to your data)"
+        elif isinstance(exc, ModelUnavailableError | ClipUnavailableError):
+            hint = " (in the YAML: `generate.model` / `generate.base_url`, `filter.clip`)"
+        _fail(f"{pipeline}: {exc}{hint}")
     print_pipeline_result(result)
 
 
