@@ -130,6 +130,7 @@ def run_demo(out: str = "runs/demo", model: str | None = None, progress: bool = 
             }
         )
 
+    console.print(f"[bold]demo[/]: starting from scratch in {out} (earlier output replaced)")
     result = run_pipeline(
         spec,
         overwrite=True,

@@ -306,7 +306,7 @@ def run_pipeline(
     def run_model_stage(stage, run, out, config_of, on_error):
         """generate/filter: run, and once more with the spec ``on_error`` returns, if any."""
         nonlocal spec, digests
-        fresh = _start_over(out(spec), stage, digests[stage])
+        fresh = overwrite or _start_over(out(spec), stage, digests[stage])
         config = config_of(spec)
         config = replace(config, overwrite=overwrite or fresh or config.overwrite)
         try:
