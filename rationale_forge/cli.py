@@ -23,6 +23,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"rationale-forge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    """Generate, filter and publish 'think, then draw' rationale datasets."""
+
+
 # Source flags, shared by every command that reads a corpus.
 SourceKind = Annotated[
     str, typer.Option("--source", "-s", help="corpus kind; `forge sources` lists them")

@@ -106,3 +106,13 @@ def test_generate_refuses_source_selection_flags_with_an_ingested_input(tmp_path
         assert result.exit_code == 2, result.output
         assert f"{flags[0]} select(s) rows of a --source" in result.output
         assert not (tmp_path / "g").exists()
+
+
+def test_version_flag_prints_the_installed_version():
+    from rationale_forge import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"rationale-forge {__version__}"
+    assert runner.invoke(app, []).exit_code in (0, 2)  # no arguments: the help, not a crash
+    assert "Commands" in runner.invoke(app, [], env={"COLUMNS": "200"}).output
