@@ -10,6 +10,7 @@ worker threads) while the model runs.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,17 +59,23 @@ class ClipScorer:
 
             go_offline_if_unreachable()
         try:
+            # open_clip also logs the failure it raises; the error below says it once
+            logging.disable(logging.ERROR)
             self.model, _, self._preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=pretrained, device=self.device
             )
             self.tokenizer = open_clip.get_tokenizer(name)
         except Exception as exc:  # open_clip raises RuntimeError/OSError/hub errors
+            cause = str(exc).splitlines()[0] if str(exc) else ""
+            cause = cause if len(cause) <= 400 else cause[:400] + "..."
             raise ClipUnavailableError(
                 f"cannot load CLIP model '{config.model}' with weights '{config.pretrained}' "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]}). Offline? Pass "
+                f"({type(exc).__name__}: {cause}). Offline? Pass "
                 f"--clip-pretrained /path/to/weights.bin (or local-dir:/path/to/model), or "
                 f"turn CLIP scoring off with --no-clip"
             ) from exc
+        finally:
+            logging.disable(logging.NOTSET)
         self.model.eval()
         self.context = getattr(self.tokenizer, "context_length", 77) or 77
 
