@@ -291,6 +291,20 @@ def make_plan(files: list[LocalFile], remote: dict[str, Any], config: PushConfig
     return PushPlan(files, send, unchanged, commits, remote_checked=True, stale=stale)
 
 
+def _reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether the Hub endpoint accepts a TCP connection (a quick check before a dry run)."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def push_to_hub(
     dataset_dir: str | Path, config: PushConfig, progress: bool = True
 ) -> PushResult | PushPlan:
@@ -309,6 +323,8 @@ def push_to_hub(
     hub = _Hub(config)
     if config.dry_run:
         try:
+            if not _reachable(hub.api.endpoint):  # skip the client's retries when offline
+                raise ConnectionError(f"cannot connect to {hub.api.endpoint}")
             remote = hub.remote_files()
             plan = make_plan(files, remote, config)
         except Exception as exc:  # offline, no access: say so and plan for an empty repo
