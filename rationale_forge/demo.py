@@ -16,6 +16,7 @@ from .generate import GenerateConfig, GenerateStats
 from .ingest import IngestStats
 from .paths import cache_dir
 from .pipeline import PipelineSpec, run_pipeline
+from .schema import TEXT_CHECKS
 from .sources import SourceOptions
 from .ui import console
 from .vlm.errors import ModelUnavailableError
@@ -38,17 +39,8 @@ CLIP_WARNING = (
 #: Checks that judge what a rationale says. Gibberish from the tiny random model fails them
 #: all, which would leave nothing to export; with the fallback they are switched off (and
 #: the card's provenance says so) so the export and the card can still be seen.
-CONTENT_CHECKS = (
-    "length",
-    "boilerplate",
-    "repetition",
-    "language",
-    "caption_coverage",
-    "counts",
-    "objects_mentioned",
-    "hallucination",
-    "positions",
-)
+#: (Structure checks stay on: whether the answer has its facets and prompt variants.)
+CONTENT_CHECKS = tuple(c for c in TEXT_CHECKS if c not in ("facets", "variants"))
 
 CONTENT_WARNING = (
     "[bold yellow]WARNING: with the tiny random model, the content checks "
