@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
 from . import images
 from .engines import EngineError, make_engine
+from .flags import json_object
 from .generate import GenerateConfig, GenerateStats, generate
 from .ingest import IngestStats, RunConflictError, ingest
 from .sources import SOURCES, SourceError, SourceOptions
@@ -204,15 +204,10 @@ def print_generate_summary(stats: GenerateStats, out: str) -> None:
 
 
 def _json_object(text: str | None, flag: str) -> dict | None:
-    if not text:
-        return None
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"{flag}: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise typer.BadParameter(f"{flag}: expected a JSON object")
-    return value
+        return json_object(text, flag)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _prices(text: str | None) -> tuple[float, float] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ..flags import json_object
 from ..provenance import redact_argv
 from ..ui import console
 from . import model as model_mod
@@ -179,11 +179,9 @@ def main(
         judge, judge_info = None, None
         if judge_base_url:
             try:
-                extra = json.loads(judge_extra_body) if judge_extra_body else None
-            except json.JSONDecodeError as exc:
-                _fail(f"--judge-extra-body is not JSON: {exc}")
-            if extra is not None and not isinstance(extra, dict):
-                _fail("--judge-extra-body must be a JSON object")
+                extra = json_object(judge_extra_body, "--judge-extra-body")
+            except ValueError as exc:
+                _fail(str(exc))
             judge = model_mod.vlm_judge(
                 judge_base_url,
                 judge_model,

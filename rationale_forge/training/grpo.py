@@ -17,6 +17,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from ..flags import json_object
 from ..ui import console, summary_table
 from .grpo_trainer import JanusGRPOConfig, JanusGRPOTrainer
 from .janus import load_janus
@@ -133,7 +134,7 @@ def parse_rewards(script: GRPOScriptArguments) -> list[dict[str, Any]]:
                     "api_key_env": script.judge_api_key_env,
                     "max_concurrency": script.judge_concurrency,
                     "timeout_s": script.judge_timeout,
-                    "extra_body": _json_object(script.judge_extra_body, "--judge_extra_body"),
+                    "extra_body": json_object(script.judge_extra_body, "--judge_extra_body"),
                 }
             )
         elif kind == "local_judge":
@@ -286,15 +287,3 @@ def run_grpo(script: GRPOScriptArguments, args: JanusGRPOConfig) -> JanusGRPOTra
     if state.is_main_process:
         console.print(summary_table("GRPO", list(summary.items())))
     return trainer
-
-
-def _json_object(text: str | None, flag: str) -> dict | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{flag} is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{flag} must be a JSON object")
-    return value
